@@ -1,0 +1,408 @@
+""" TokenMixup functional API
+
+Pure tensor functions for the equations of TokenMixup (Choi, Choi & Kim, NeurIPS 2022,
+"TokenMixup: Efficient Attention-guided Token-level Data Augmentation for Transformers",
+https://arxiv.org/abs/2210.07562). The modules in this package hold parameters and settings and
+compose these functions; nothing here knows about a specific model.
+
+Notation: x is (B, N, D) tokens, the first P of which are prefix tokens (CLS, distillation,
+registers) that are never mixed; T = N - P. Targets y are (B, C) soft labels.
+
+Host synchronisation: `horizontal_mix` makes exactly one device-to-host copy (the gain matrix for
+the Hungarian solver, with the value checks folded into the same copy); `assign_partners` makes one
+copy of the matrix it is given. Every other function stays on the device.
+"""
+from typing import NamedTuple, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+__all__ = [
+    'HorizontalMix', 'attention_saliency', 'saliency_gain', 'pair_gain', 'assign_partners', 'replacement_mask',
+    'mix_targets', 'horizontal_mix', 'select_salient_tokens', 'soft_cross_entropy',
+]
+
+SALIENCY_REDUCTIONS = ('mean', 'cls')
+MASK_REFERENCES = ('own', 'first')
+
+# Upper bound on the (rows, B, T) float32 intermediate of `saliency_gain` (64 MiB per chunk).
+_GAIN_CHUNK_ELEMENTS = 1 << 24
+
+
+class HorizontalMix(NamedTuple):
+    """Result of `horizontal_mix`.
+
+    x: (B, N, D) tokens after mixing; y: (B, C) mixed targets; mask: (B, T) bool, True where a token
+    was replaced (all False on rows that were not mixed); partner: (B,) long, the sample each row
+    took tokens from (its own index on rows that are not easy).
+    """
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    partner: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks: every message names the argument, what was expected and what was received
+
+def _require_tensor(name: str, value) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(value).__name__}')
+
+
+def _require_shape(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:
+    if not ok:
+        raise ValueError(f'{name} must have shape {expected}, got {tuple(tensor.shape)}')
+
+
+def _require_float(name: str, tensor: torch.Tensor) -> None:
+    if not tensor.is_floating_point():
+        raise ValueError(f'{name} must be a floating-point tensor, got dtype {tensor.dtype}')
+
+
+def _require_same_device(reference_name: str, reference: torch.Tensor, **others: torch.Tensor) -> None:
+    for name, tensor in others.items():
+        if tensor.device != reference.device:
+            raise ValueError(f'{name} is on {tensor.device} but {reference_name} is on {reference.device}')
+
+
+def _check_prefix(num_prefix_tokens, num_tokens: int) -> int:
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int):
+        raise ValueError(f'num_prefix_tokens must be an int, got {num_prefix_tokens!r}')
+    if not 0 <= num_prefix_tokens < num_tokens:
+        raise ValueError(
+            f'num_prefix_tokens must be in [0, N) = [0, {num_tokens}) so that at least one token can be '
+            f'mixed, got {num_prefix_tokens}')
+    return num_prefix_tokens
+
+
+def _check_threshold(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+    return float(value)
+
+
+def _check_choice(name: str, value, choices: Tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+    return value
+
+
+def _target_tolerance(dtype: torch.dtype) -> float:
+    """How far a row of soft targets in `dtype` may sum away from 1."""
+    return max(1e-4, 4 * torch.finfo(dtype).eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# the equations
+
+def attention_saliency(
+        attn: torch.Tensor,
+        num_prefix_tokens: int = 0,
+        reduce: str = 'mean',
+) -> torch.Tensor:
+    """Token saliency from self-attention probabilities (1-step rollout, paper Eq. 2-3 with l = 0).
+
+    Args:
+        attn: (B, H, Q, N) attention probabilities of the block that consumes the tokens
+            (queries Q, keys N). `reduce='cls'` reads only query row 0, so Q = 1 suffices.
+        num_prefix_tokens: P, the leading tokens that are not scored.
+        reduce: 'mean' averages over heads and all Q queries (paper Eq. 3); 'cls' averages the
+            CLS query row (query 0) over heads and needs P >= 1.
+
+    Returns:
+        (B, N - P) float32 saliency of the non-prefix tokens, without gradient.
+    """
+    _require_tensor('attn', attn)
+    _require_shape('attn', attn, '(B, H, Q, N)', attn.ndim == 4 and attn.shape[2] >= 1)
+    _require_float('attn', attn)
+    _check_choice('reduce', reduce, SALIENCY_REDUCTIONS)
+    prefix = _check_prefix(num_prefix_tokens, attn.shape[-1])
+    attn = attn.detach()
+    if reduce == 'cls':
+        if prefix < 1:
+            raise ValueError("reduce='cls' reads the CLS query row and needs num_prefix_tokens >= 1, got 0")
+        return attn[:, :, 0, prefix:].mean(dim=1, dtype=torch.float32)
+    return attn[..., prefix:].mean(dim=(1, 2), dtype=torch.float32)
+
+
+def _saliency_excess(s_source: torch.Tensor, s_target: torch.Tensor, rho: float) -> torch.Tensor:
+    """S_source - S_target - rho in float32: positive where a token is worth taking (Eq. 6 and 9)."""
+    return s_source.float() - s_target.float() - rho
+
+
+def saliency_gain(s_easy: torch.Tensor, s_all: torch.Tensor, rho: float) -> torch.Tensor:
+    """Saliency gain of every (easy sample, partner) pair (paper Eq. 6).
+
+    G[i, j] = sum_t max(s_all[j, t] - s_easy[i, t] - rho, 0).
+
+    Args:
+        s_easy: (B', T) saliency of the samples that may receive tokens.
+        s_all: (B, T) saliency of every candidate partner.
+        rho: minimum per-token saliency gain, >= 0.
+
+    Returns:
+        (B', B) float32 gain matrix.
+    """
+    _require_tensor('s_easy', s_easy)
+    _require_tensor('s_all', s_all)
+    _require_shape('s_all', s_all, '(B, T)', s_all.ndim == 2)
+    _require_shape('s_easy', s_easy, f"(B', T) with T = {s_all.shape[-1]}",
+                   s_easy.ndim == 2 and s_easy.shape[1] == s_all.shape[1])
+    _require_float('s_easy', s_easy)
+    _require_float('s_all', s_all)
+    _require_same_device('s_all', s_all, s_easy=s_easy)
+    rho = _check_threshold('rho', rho)
+
+    num_easy, num_tokens = s_easy.shape
+    batch_size = s_all.shape[0]
+    s_easy, s_all = s_easy.detach(), s_all.detach()
+    rows_per_chunk = max(1, _GAIN_CHUNK_ELEMENTS // max(1, batch_size * num_tokens))
+    chunks = [
+        _saliency_excess(s_all.unsqueeze(0), s_easy[start:start + rows_per_chunk].unsqueeze(1), rho)
+        .clamp_min_(0).sum(dim=-1)
+        for start in range(0, num_easy, rows_per_chunk)
+    ]
+    if not chunks:
+        return s_all.new_zeros((0, batch_size), dtype=torch.float32)
+    return torch.cat(chunks)
+
+
+def pair_gain(s_own: torch.Tensor, s_partner: torch.Tensor, rho: float) -> torch.Tensor:
+    """Saliency gain of given pairs, row by row (the entries G[i, sigma(i)] of Eq. 6).
+
+    Args:
+        s_own: (B, T) saliency of the receiving samples.
+        s_partner: (B, T) saliency of their partners.
+        rho: minimum per-token saliency gain, >= 0.
+
+    Returns:
+        (B,) float32 gains.
+    """
+    return _saliency_excess(s_partner, s_own, rho).clamp_min(0).sum(dim=-1)
+
+
+def _solve_assignment(gain: np.ndarray) -> np.ndarray:
+    """Hungarian matching on a (B', B) float64 array, B' <= B: the column of each row, in row order."""
+    if gain.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows, columns = linear_sum_assignment(gain, maximize=True)
+    order = np.argsort(rows)  # scipy returns rows sorted already; keep the contract explicit
+    return columns[order].astype(np.int64)
+
+
+def assign_partners(gain: torch.Tensor) -> torch.Tensor:
+    """Partners that maximise the total saliency gain, each column used once (paper Eq. 7).
+
+    Solves the linear sum assignment on the host in float64 (one device-to-host copy).
+    Self-matching is allowed: pairing a sample with itself replaces nothing.
+
+    Args:
+        gain: (B', B) gain matrix from `saliency_gain`, B' <= B, finite.
+
+    Returns:
+        (B',) long tensor on `gain.device`: the partner column of each row, all distinct.
+    """
+    _require_tensor('gain', gain)
+    _require_shape('gain', gain, "(B', B) with B' <= B", gain.ndim == 2 and gain.shape[0] <= gain.shape[1])
+    _require_float('gain', gain)
+    host_gain = gain.detach().cpu().numpy().astype(np.float64)
+    if not np.isfinite(host_gain).all():
+        raise ValueError('gain must be finite, got NaN or infinite entries')
+    return torch.from_numpy(_solve_assignment(host_gain)).to(gain.device)
+
+
+def replacement_mask(
+        s_own: torch.Tensor,
+        s_partner: torch.Tensor,
+        rho: float,
+) -> torch.Tensor:
+    """Tokens to replace (paper Eq. 9, as 1 - M): True where s_partner - s_own > rho, strictly.
+
+    Args:
+        s_own: (B, T) saliency the comparison is made against.
+        s_partner: (B, T) saliency of each row's partner.
+        rho: minimum per-token saliency gain, >= 0.
+
+    Returns:
+        (B, T) bool mask, True = replaced.
+    """
+    return _saliency_excess(s_partner, s_own, rho) > 0
+
+
+def mix_targets(
+        y: torch.Tensor,
+        s_own: torch.Tensor,
+        s_partner: torch.Tensor,
+        mask: torch.Tensor,
+        partner: torch.Tensor,
+) -> torch.Tensor:
+    """Saliency-weighted label mixing (paper Eq. 11).
+
+    With a = sum of s_own over kept tokens and b = sum of s_partner over replaced tokens, row i
+    becomes a / (a + b) * y[i] + b / (a + b) * y[partner[i]]; rows with a + b = 0 are unchanged.
+
+    Args:
+        y: (B, C) soft targets before mixing.
+        s_own: (B, T) saliency of each row's own tokens.
+        s_partner: (B, T) saliency of each row's partner tokens.
+        mask: (B, T) bool, True = replaced.
+        partner: (B,) long partner index of each row.
+
+    Returns:
+        (B, C) mixed targets in y's dtype.
+    """
+    kept = (s_own.float() * ~mask).sum(dim=-1)
+    taken = (s_partner.float() * mask).sum(dim=-1)
+    total = kept + taken
+    has_weight = total > 0
+    own_weight = torch.where(has_weight, kept / torch.where(has_weight, total, torch.ones_like(total)), 1.0)
+    own_weight = own_weight.unsqueeze(-1)
+    mixed = own_weight * y.float() + (1.0 - own_weight) * y[partner].float()
+    return mixed.to(y.dtype)
+
+
+def horizontal_mix(
+        x: torch.Tensor,
+        y: torch.Tensor,
+        saliency: torch.Tensor,
+        easy: torch.Tensor,
+        rho: float,
+        num_prefix_tokens: int = 0,
+        mask_reference: str = 'own',
+) -> HorizontalMix:
+    """Horizontal TokenMixup of one batch (paper Alg. 1 lines 3-8, Eq. 6-11).
+
+    Every easy sample i is paired with a partner sigma(i) from the whole batch by Hungarian matching
+    on the gain matrix (Eq. 6-7). Token t of i is replaced by the partner's pre-mix token t when
+    S[sigma(i), t] - S[i, t] > rho (Eq. 9-10), and the targets are reweighted by saliency (Eq. 11).
+    Prefix tokens and samples that are not easy are left untouched, and the batch keeps its order.
+
+    Args:
+        x: (B, N, D) tokens entering the block.
+        y: (B, C) soft targets (rows of non-negative values summing to 1).
+        saliency: (B, T) saliency of the non-prefix tokens, T = N - P.
+        easy: (B,) bool, the samples that may be mixed.
+        rho: minimum per-token saliency gain, >= 0.
+        num_prefix_tokens: P, leading tokens that are never mixed.
+        mask_reference: 'own' compares each easy sample's own saliency with its partner's (Eq. 9 as
+            written); 'first' compares against the first easy sample's saliency for every easy
+            sample, reproducing the released TokenMixup code. The label weights use each sample's
+            own saliency either way.
+
+    Returns:
+        `HorizontalMix(x, y, mask, partner)`.
+
+    The gain matrix, the `easy` flags and the validity checks of `y` and `saliency` travel to the
+    host in a single copy; the Hungarian solver runs there and the partners come back to the device.
+    """
+    for name, value in (('x', x), ('y', y), ('saliency', saliency), ('easy', easy)):
+        _require_tensor(name, value)
+    _require_shape('x', x, '(B, N, D)', x.ndim == 3)
+    _require_float('x', x)
+    batch_size, num_tokens, _ = x.shape
+    prefix = _check_prefix(num_prefix_tokens, num_tokens)
+    num_mixable = num_tokens - prefix
+    _require_shape('y', y, f'(B, C) with B = {batch_size}', y.ndim == 2 and y.shape[0] == batch_size)
+    _require_float('y', y)
+    _require_shape('saliency', saliency, f'(B, T) = ({batch_size}, {num_mixable})',
+                   tuple(saliency.shape) == (batch_size, num_mixable))
+    _require_float('saliency', saliency)
+    _require_shape('easy', easy, f'(B,) = ({batch_size},)', tuple(easy.shape) == (batch_size,))
+    if easy.dtype != torch.bool:
+        raise ValueError(f'easy must be a bool tensor, got dtype {easy.dtype}')
+    _require_same_device('x', x, y=y, saliency=saliency, easy=easy)
+    rho = _check_threshold('rho', rho)
+    _check_choice('mask_reference', mask_reference, MASK_REFERENCES)
+
+    saliency = saliency.detach()
+    y_values = y.detach().float()
+    tolerance = _target_tolerance(y.dtype)
+    invalid_target = (
+        ~torch.isfinite(y_values).all()
+        | (y_values < -tolerance).any()
+        | ((y_values.sum(dim=-1) - 1.0).abs() > tolerance).any())
+    invalid_saliency = ~torch.isfinite(saliency).all()
+
+    gain = saliency_gain(saliency, saliency, rho)
+    flags = torch.stack([invalid_target, invalid_saliency]).float()
+    packed = torch.cat([gain.flatten(), easy.float(), flags])
+    host = packed.cpu().numpy().astype(np.float64)  # the one device-to-host copy
+    host_gain = host[:batch_size * batch_size].reshape(batch_size, batch_size)
+    host_easy = host[batch_size * batch_size:-2] > 0.5
+    if host[-2] > 0:
+        raise ValueError(
+            f'y must hold soft targets: finite, non-negative rows summing to 1 (tolerance {tolerance:g})')
+    if host[-1] > 0:
+        raise ValueError('saliency must be finite, got NaN or infinite entries')
+
+    partner = np.arange(batch_size, dtype=np.int64)
+    reference = np.arange(batch_size, dtype=np.int64)
+    easy_rows = np.flatnonzero(host_easy)
+    if easy_rows.size:
+        partner[easy_rows] = _solve_assignment(host_gain[easy_rows])
+        if mask_reference == 'first':
+            reference[easy_rows] = easy_rows[0]
+    indices = torch.from_numpy(np.stack([partner, reference])).to(x.device)
+    partner_index, reference_index = indices[0], indices[1]
+
+    s_partner = saliency[partner_index]
+    mask = replacement_mask(saliency[reference_index], s_partner, rho) & easy.unsqueeze(-1)
+    replace = F.pad(mask, (prefix, 0), value=False).unsqueeze(-1)
+    x_mixed = torch.where(replace, x[partner_index], x)
+    y_mixed = mix_targets(y, saliency, s_partner, mask, partner_index)
+    return HorizontalMix(x_mixed, y_mixed, mask, partner_index)
+
+
+def select_salient_tokens(
+        x: torch.Tensor,
+        saliency: torch.Tensor,
+        kappa: int,
+        num_prefix_tokens: int = 0,
+) -> torch.Tensor:
+    """The kappa most salient non-prefix tokens of each sample (VTM memory, paper Sec. 3.4).
+
+    Args:
+        x: (B, N, D) tokens.
+        saliency: (B, T) saliency of the non-prefix tokens, T = N - P.
+        kappa: how many tokens to keep, 1 <= kappa <= T.
+        num_prefix_tokens: P, leading tokens that are never selected.
+
+    Returns:
+        (B, kappa, D) tokens gathered from x (gradient flows into x), most salient first.
+    """
+    _require_tensor('x', x)
+    _require_tensor('saliency', saliency)
+    _require_shape('x', x, '(B, N, D)', x.ndim == 3)
+    batch_size, num_tokens, dim = x.shape
+    prefix = _check_prefix(num_prefix_tokens, num_tokens)
+    num_mixable = num_tokens - prefix
+    _require_shape('saliency', saliency, f'(B, T) = ({batch_size}, {num_mixable})',
+                   tuple(saliency.shape) == (batch_size, num_mixable))
+    _require_float('saliency', saliency)
+    _require_same_device('x', x, saliency=saliency)
+    if isinstance(kappa, bool) or not isinstance(kappa, int) or not 1 <= kappa <= num_mixable:
+        raise ValueError(f'kappa must be an int in [1, T] = [1, {num_mixable}], got {kappa!r}')
+    top = saliency.detach().topk(kappa, dim=1, largest=True, sorted=True).indices + prefix
+    return x.gather(1, top.unsqueeze(-1).expand(-1, -1, dim))
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy against soft targets (the ScoreNet difficulty, paper Eq. 1).
+
+    Args:
+        logits: (B, C) unnormalised scores.
+        target: (B, C) soft targets.
+
+    Returns:
+        (B,) float32 losses, differentiable with respect to `logits`.
+    """
+    _require_tensor('logits', logits)
+    _require_tensor('target', target)
+    _require_shape('logits', logits, '(B, C)', logits.ndim == 2)
+    _require_shape('target', target, f'(B, C) = {tuple(logits.shape)}', target.shape == logits.shape)
+    _require_float('logits', logits)
+    _require_float('target', target)
+    return -(target.float() * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)

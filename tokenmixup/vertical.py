@@ -1,0 +1,133 @@
+""" Vertical TokenMixup attention (paper Sec. 3.4, Eq. 13)
+
+A VTM block attends from its own tokens to its own tokens plus the most salient tokens collected from
+earlier blocks (the memory). Queries come from norm(x); keys and values from norm(concat(x, memory)),
+projected with the block's own attention weights, so VTM adds no parameters and pretrained weights
+load unchanged. The same helper, without memory, gives a plain self-attention whose probabilities can
+be read for saliency.
+"""
+from typing import Callable, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ['LinearWeights', 'VerticalAttentionOutput', 'split_qkv', 'attention_weights', 'vertical_attention']
+
+LinearWeights = Tuple[torch.Tensor, Optional[torch.Tensor]]  # (weight (out, in), bias (out,) or None)
+ATTENTION_ROWS = ('all', 'cls')
+
+
+class VerticalAttentionOutput(NamedTuple):
+    """x: (B, N, H * head_dim) attention output before the output projection; attn: the explicit
+    attention probabilities (B, H, Q, N + M) when asked for (Q = N for 'all', 1 for 'cls'), else None."""
+    x: torch.Tensor
+    attn: Optional[torch.Tensor]
+
+
+def split_qkv(weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> Tuple[LinearWeights, LinearWeights, LinearWeights]:
+    """Split a fused (3 * E, D) qkv projection (timm's `Attention.qkv`) into q, k and v weights."""
+    if weight.ndim != 2 or weight.shape[0] % 3:
+        raise ValueError(f'weight must have shape (3 * E, D), got {tuple(weight.shape)}')
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f'bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}')
+    weights = weight.chunk(3, dim=0)
+    biases = bias.chunk(3, dim=0) if bias is not None else (None, None, None)
+    return tuple(zip(weights, biases))
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, scale: float, cls_only: bool = False) -> torch.Tensor:
+    """Explicit softmax attention probabilities.
+
+    Args:
+        q: (B, H, N, head_dim) queries; k: (B, H, K, head_dim) keys.
+        scale: logit scale (head_dim ** -0.5 in timm).
+        cls_only: compute only query row 0 (O(K) per head instead of O(N K)).
+
+    Returns:
+        (B, H, Q, K) probabilities in float32, Q = 1 if cls_only else N.
+    """
+    if q.ndim != 4 or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f'q and k must have shapes (B, H, N, d) and (B, H, K, d), got {tuple(q.shape)} and {tuple(k.shape)}')
+    if cls_only:
+        q = q[:, :, :1]
+    logits = (q.float() * scale) @ k.float().transpose(-2, -1)
+    return logits.softmax(dim=-1)
+
+
+def _project(tokens: torch.Tensor, proj: LinearWeights, num_heads: int) -> torch.Tensor:
+    """(B, L, D) -> (B, H, L, head_dim)."""
+    weight, bias = proj
+    out = F.linear(tokens, weight, bias)
+    batch_size, length, width = out.shape
+    if width % num_heads:
+        raise ValueError(f'projection width {width} is not divisible by num_heads={num_heads}')
+    return out.view(batch_size, length, num_heads, width // num_heads).transpose(1, 2)
+
+
+def vertical_attention(
+        x: torch.Tensor,
+        memory: Optional[torch.Tensor],
+        num_heads: int,
+        q_proj: LinearWeights,
+        k_proj: LinearWeights,
+        v_proj: LinearWeights,
+        *,
+        norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        q_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        k_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        scale: Optional[float] = None,
+        dropout_p: float = 0.0,
+        attention_rows: Optional[str] = None,
+) -> VerticalAttentionOutput:
+    """Cross-attention from a block's tokens to its tokens plus the vertical memory (Eq. 13).
+
+    Args:
+        x: (B, N, D) tokens entering the block (before its pre-norm).
+        memory: (B, M, D) salient tokens of earlier blocks, or None / M = 0 for plain self-attention.
+        num_heads: H.
+        q_proj, k_proj, v_proj: (weight, bias) of the block's query, key and value projections
+            (use `split_qkv` for a fused qkv Linear).
+        norm: the block's pre-norm, applied to concat(x, memory); queries are its first N rows.
+        q_norm, k_norm: optional per-head normalisation of queries and keys (timm's qk_norm).
+        scale: logit scale; default head_dim ** -0.5.
+        dropout_p: attention dropout probability (pass 0 in eval mode).
+        attention_rows: None for the fused kernel only; 'all' to also return the full probabilities
+            (the output is then computed from them); 'cls' to also return query row 0 only.
+
+    Returns:
+        `VerticalAttentionOutput(x, attn)`, x of shape (B, N, H * head_dim) before the output
+        projection, so that the caller applies the block's own projection and residual.
+    """
+    if x.ndim != 3:
+        raise ValueError(f'x must have shape (B, N, D), got {tuple(x.shape)}')
+    if memory is not None:
+        if memory.ndim != 3 or memory.shape[0] != x.shape[0] or memory.shape[2] != x.shape[2]:
+            raise ValueError(
+                f'memory must have shape (B, M, D) = ({x.shape[0]}, M, {x.shape[2]}), got {tuple(memory.shape)}')
+    if attention_rows is not None and attention_rows not in ATTENTION_ROWS:
+        raise ValueError(f'attention_rows must be None or one of {ATTENTION_ROWS}, got {attention_rows!r}')
+    num_tokens = x.shape[1]
+    context = x if memory is None or memory.shape[1] == 0 else torch.cat([x, memory], dim=1)
+    if norm is not None:
+        context = norm(context)
+    q = _project(context[:, :num_tokens], q_proj, num_heads)
+    k = _project(context, k_proj, num_heads)
+    v = _project(context, v_proj, num_heads)
+    if q_norm is not None:
+        q = q_norm(q)
+    if k_norm is not None:
+        k = k_norm(k)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+
+    attn = None
+    if attention_rows == 'all':
+        attn = attention_weights(q, k, scale)
+        out = F.dropout(attn.to(v.dtype), p=dropout_p, training=dropout_p > 0) @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+        if attention_rows == 'cls':
+            attn = attention_weights(q.detach(), k.detach(), scale, cls_only=True)
+    out = out.transpose(1, 2).reshape(x.shape[0], num_tokens, -1)
+    return VerticalAttentionOutput(out, attn)
