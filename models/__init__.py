@@ -1,7 +1,11 @@
 """ The TokenMixup model zoo for timm
 
-Importing this package registers its models with timm's registry, so that
-`timm.create_model(name)` finds them. The CCT family and the ViT variants arrive with the zoo issue;
-for now the package only marks where they live.
+Importing this package registers its models with timm's registry, so that `timm.create_model(name)`
+finds them: the CCT family (`cct_*`) and TokenMixup variants of timm's ViTs (`vit_*_htm`, `vit_*_vtm`,
+`vit_*_htm_vtm`).
 """
-__all__ = []
+from .cct import CCT
+from .tokenmixup_layers import TOKENMIXUP_KWARGS, TokenMixupConfig
+from .vit_tokenmixup import TokenMixupBlock, VisionTransformerTokenMixup
+
+__all__ = ['CCT', 'TokenMixupBlock', 'TokenMixupConfig', 'TOKENMIXUP_KWARGS', 'VisionTransformerTokenMixup']

@@ -14,7 +14,8 @@ from .output import TokenMixupOutput
 from .saliency import attention_rollout, gradient_saliency, random_saliency
 from .scorenet import ScoreNet
 from .targets import as_soft_target, one_hot_target
-from .vertical import VerticalAttentionOutput, attention_weights, split_qkv, vertical_attention
+from .vertical import (
+    VerticalAttentionOutput, attention_weights, self_attention_weights, split_qkv, vertical_attention)
 
 __version__ = '0.1.0'
 
@@ -24,5 +25,5 @@ __all__ = [
     'HorizontalTokenMixup', 'HorizontalTokenMixupResult', 'TokenMixupOutput',
     'attention_rollout', 'gradient_saliency', 'random_saliency', 'ScoreNet',
     'as_soft_target', 'one_hot_target',
-    'VerticalAttentionOutput', 'attention_weights', 'split_qkv', 'vertical_attention',
+    'VerticalAttentionOutput', 'attention_weights', 'self_attention_weights', 'split_qkv', 'vertical_attention',
 ]

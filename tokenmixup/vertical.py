@@ -11,7 +11,9 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['LinearWeights', 'VerticalAttentionOutput', 'split_qkv', 'attention_weights', 'vertical_attention']
+__all__ = [
+    'LinearWeights', 'VerticalAttentionOutput', 'split_qkv', 'attention_weights', 'self_attention_weights',
+    'vertical_attention']
 
 LinearWeights = Tuple[torch.Tensor, Optional[torch.Tensor]]  # (weight (out, in), bias (out,) or None)
 ATTENTION_ROWS = ('all', 'cls')
@@ -65,6 +67,57 @@ def _project(tokens: torch.Tensor, proj: LinearWeights, num_heads: int) -> torch
     return out.view(batch_size, length, num_heads, width // num_heads).transpose(1, 2)
 
 
+def _queries_and_keys(
+        queries: torch.Tensor,
+        context: torch.Tensor,
+        num_heads: int,
+        q_proj: LinearWeights,
+        k_proj: LinearWeights,
+        q_norm: Optional[Callable[[torch.Tensor], torch.Tensor]],
+        k_norm: Optional[Callable[[torch.Tensor], torch.Tensor]],
+        scale: Optional[float],
+) -> Tuple[torch.Tensor, torch.Tensor, float]:
+    """Per-head (B, H, Q, d) queries and (B, H, K, d) keys of normalised tokens, and the logit scale."""
+    q = _project(queries, q_proj, num_heads)
+    k = _project(context, k_proj, num_heads)
+    if q_norm is not None:
+        q = q_norm(q)
+    if k_norm is not None:
+        k = k_norm(k)
+    return q, k, scale if scale is not None else q.shape[-1] ** -0.5
+
+
+def self_attention_weights(
+        x: torch.Tensor,
+        num_heads: int,
+        q_proj: LinearWeights,
+        k_proj: LinearWeights,
+        *,
+        norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        q_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        k_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        scale: Optional[float] = None,
+        cls_only: bool = False,
+) -> torch.Tensor:
+    """Self-attention probabilities of a block on x, without values or output (the HTM saliency pass).
+
+    Args:
+        x: (B, N, D) tokens entering the block (before its pre-norm).
+        num_heads: H; q_proj, k_proj: (weight, bias) of the query and key projections.
+        norm, q_norm, k_norm, scale: as in `vertical_attention`.
+        cls_only: compute only query row 0, projecting only the first token's query.
+
+    Returns:
+        (B, H, Q, N) float32 probabilities, Q = 1 if cls_only else N.
+    """
+    if x.ndim != 3:
+        raise ValueError(f'x must have shape (B, N, D), got {tuple(x.shape)}')
+    tokens = norm(x) if norm is not None else x
+    q, k, scale = _queries_and_keys(
+        tokens[:, :1] if cls_only else tokens, tokens, num_heads, q_proj, k_proj, q_norm, k_norm, scale)
+    return attention_weights(q, k, scale)
+
+
 def vertical_attention(
         x: torch.Tensor,
         memory: Optional[torch.Tensor],
@@ -111,15 +164,8 @@ def vertical_attention(
     context = x if memory is None or memory.shape[1] == 0 else torch.cat([x, memory], dim=1)
     if norm is not None:
         context = norm(context)
-    q = _project(context[:, :num_tokens], q_proj, num_heads)
-    k = _project(context, k_proj, num_heads)
+    q, k, scale = _queries_and_keys(context[:, :num_tokens], context, num_heads, q_proj, k_proj, q_norm, k_norm, scale)
     v = _project(context, v_proj, num_heads)
-    if q_norm is not None:
-        q = q_norm(q)
-    if k_norm is not None:
-        k = k_norm(k)
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
 
     attn = None
     if attention_rows == 'all':

@@ -1,0 +1,245 @@
+""" Vision Transformer variants with TokenMixup
+
+ViT: `An Image is Worth 16x16 Words` (Dosovitskiy et al. 2020, https://arxiv.org/abs/2010.11929).
+TokenMixup: Choi, Choi & Kim, NeurIPS 2022 (https://arxiv.org/abs/2210.07562), whose ImageNet runs
+fine-tune ViT-B/16.
+
+The variants subclass timm's `VisionTransformer`: same blocks, same state-dict keys, plus the HTM
+ScoreNet's. timm's own base names (`vit_base_patch16_224`, ...) stay timm's; only the `_htm`, `_vtm`
+and `_htm_vtm` names are registered here, with timm's pretrained weights as their default tags (the
+ScoreNet starts fresh, everything else loads strictly).
+"""
+from dataclasses import asdict
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
+from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
+
+from tokenmixup import TokenMixupOutput
+from .tokenmixup_layers import (
+    TokenMixupConfig, TokenMixupMixin, fill_scorenet_weights, tokenmixup_attention, tokenmixup_attention_map)
+
+__all__ = ['TokenMixupBlock', 'VisionTransformerTokenMixup']
+
+
+class TokenMixupBlock(Block):
+    """timm's pre-norm ViT block, able to attend to a VTM memory and to report its attention."""
+
+    def forward_with_memory(
+            self,
+            x: torch.Tensor,
+            memory: Optional[torch.Tensor],
+            attention_rows: Optional[str],
+    ):
+        """The block with its attention also reading `memory` (VTM); returns (x, attention probabilities)."""
+        attn_out, attn = tokenmixup_attention(self.attn, self.norm1, x, memory, attention_rows)
+        x = x + self.drop_path1(self.ls1(attn_out))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x, attn
+
+    def attention_map(self, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """(B, H, Q, N) self-attention probabilities on x."""
+        return tokenmixup_attention_map(self.attn, self.norm1, x, cls_only)
+
+
+class VisionTransformerTokenMixup(TokenMixupMixin, VisionTransformer):
+    """timm's VisionTransformer with optional Horizontal and Vertical TokenMixup.
+
+    Takes every `VisionTransformer` argument plus the TokenMixup settings of `TokenMixupConfig`; the
+    defaults here are the paper's ImageNet ViT settings (CLS saliency, CLS-pooled detached ScoreNet).
+    """
+
+    def __init__(
+            self,
+            *,
+            htm_layers: Sequence[int] = (),
+            vtm_layers: Sequence[int] = (),
+            tau: float = 1.0,
+            rho: float = 0.01,
+            kappa: int = 3,
+            scorenet_lambda: float = 1.0,
+            scorenet_pool: str = 'cls',
+            scorenet_detach: bool = True,
+            saliency: str = 'cls',
+            vtm_detach: bool = False,
+            mask_reference: str = 'own',
+            **kwargs,
+    ) -> None:
+        block_fn = kwargs.setdefault('block_fn', TokenMixupBlock)
+        if not (isinstance(block_fn, type) and issubclass(block_fn, TokenMixupBlock)):
+            raise ValueError(f'block_fn must be TokenMixupBlock or a subclass of it, got {block_fn!r}')
+        super().__init__(**kwargs)
+        self.init_tokenmixup(
+            TokenMixupConfig(
+                htm_layers=htm_layers, vtm_layers=vtm_layers, tau=tau, rho=rho, kappa=kappa,
+                scorenet_lambda=scorenet_lambda, scorenet_pool=scorenet_pool, scorenet_detach=scorenet_detach,
+                saliency=saliency, vtm_detach=vtm_detach, mask_reference=mask_reference),
+            embed_dim=self.embed_dim, num_classes=self.num_classes,
+            num_tokens=self.patch_embed.num_patches + self.num_prefix_tokens)
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the head (and every HTM ScoreNet's classifier) for `num_classes` classes."""
+        super().reset_classifier(num_classes, global_pool)
+        self.reset_scorenet_classifiers(num_classes)
+
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, N, D) tokens entering the first block."""
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        return self.norm_pre(x)
+
+    def forward_features(
+            self,
+            x: torch.Tensor,
+            attn_mask: Optional[torch.Tensor] = None,
+            is_causal: bool = False,
+    ) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D) normalised tokens (VTM is active in training)."""
+        if attn_mask is not None or is_causal:
+            return super().forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
+        return self.norm(self.forward_blocks(self.embed_tokens(x)).x)
+
+    def forward(
+            self,
+            x: torch.Tensor,
+            target: Optional[torch.Tensor] = None,
+            *,
+            attn_mask: Optional[torch.Tensor] = None,
+            is_causal: bool = False,
+    ) -> Union[torch.Tensor, TokenMixupOutput]:
+        """Logits for `model(x)`; `TokenMixupOutput` for `model(x, target)` (SPEC 2.4)."""
+        if target is None:
+            return self.forward_head(self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal))
+        if attn_mask is not None or is_causal:
+            raise ValueError('attn_mask and is_causal are not supported together with a target')
+        return self.forward_tokenmixup(x, target)
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformerTokenMixup) -> Dict[str, torch.Tensor]:
+    """timm's ViT filter, then fresh ScoreNet weights where the checkpoint has none."""
+    return fill_scorenet_weights(vit_checkpoint_filter_fn(state_dict, model), model)
+
+
+def _create_vit_tokenmixup(variant: str, pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    out_indices = kwargs.pop('out_indices', 3)
+    return build_model_with_cfg(
+        VisionTransformerTokenMixup, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+        **kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# pretrained configs: timm's weights of each base, default tag first, classifier incl. the ScoreNet's
+
+_HTM_BLOCK = 3
+_VIT_BASES = {  # our base name: timm's default tag for it (SPEC 3.2)
+    'vit_tiny_patch16_224': 'augreg_in21k_ft_in1k',
+    'vit_small_patch16_224': 'augreg_in21k_ft_in1k',
+    'vit_base_patch16_224': 'orig_in21k_ft_in1k',
+}
+
+
+def _timm_cfg(base: str, tag: str, htm_blocks: Sequence[int]) -> Dict[str, Any]:
+    cfg = asdict(get_pretrained_cfg(f'{base}.{tag}'))
+    for key in ('architecture', 'tag'):
+        cfg.pop(key, None)
+    if htm_blocks and cfg.get('num_classes'):
+        cfg['classifier'] = (cfg['classifier'],) + tuple(f'htm.{i}.scorenet.head' for i in htm_blocks)
+    return cfg
+
+
+def _variant_cfgs() -> Dict[str, Dict[str, Any]]:
+    cfgs = {}
+    for base, default_tag in _VIT_BASES.items():
+        for suffix, htm_blocks in (('_htm', (_HTM_BLOCK,)), ('_vtm', ()), ('_htm_vtm', (_HTM_BLOCK,))):
+            cfgs[f'{base}{suffix}.{default_tag}'] = _timm_cfg(base, default_tag, htm_blocks)
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_variant_cfgs())
+
+# the ImageNet ViT settings of the paper (SPEC 3.3): CLS saliency, CLS-pooled detached ScoreNet, lambda 1
+_HTM_ARGS = dict(htm_layers=(_HTM_BLOCK,), tau=1.0, rho=0.01, scorenet_lambda=1.0, scorenet_pool='cls',
+                 scorenet_detach=True, saliency='cls')
+_VTM_ARGS = dict(vtm_layers=(3,), kappa=3, saliency='cls')
+_HTM_VTM_ARGS = dict(_HTM_ARGS, vtm_layers=(4,), kappa=3)
+
+
+def _tiny_args() -> Dict[str, Any]:
+    return dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+
+
+def _small_args() -> Dict[str, Any]:
+    return dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+
+
+def _base_args() -> Dict[str, Any]:
+    return dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+
+
+@register_model
+def vit_tiny_patch16_224_htm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-Ti/16 + Horizontal TokenMixup."""
+    model_args = dict(_tiny_args(), **_HTM_ARGS)
+    return _create_vit_tokenmixup('vit_tiny_patch16_224_htm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_tiny_patch16_224_vtm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-Ti/16 + Vertical TokenMixup."""
+    model_args = dict(_tiny_args(), **_VTM_ARGS)
+    return _create_vit_tokenmixup('vit_tiny_patch16_224_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_tiny_patch16_224_htm_vtm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-Ti/16 + Horizontal and Vertical TokenMixup."""
+    model_args = dict(_tiny_args(), **_HTM_VTM_ARGS)
+    return _create_vit_tokenmixup('vit_tiny_patch16_224_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_small_patch16_224_htm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-S/16 + Horizontal TokenMixup."""
+    model_args = dict(_small_args(), **_HTM_ARGS)
+    return _create_vit_tokenmixup('vit_small_patch16_224_htm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_small_patch16_224_vtm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-S/16 + Vertical TokenMixup."""
+    model_args = dict(_small_args(), **_VTM_ARGS)
+    return _create_vit_tokenmixup('vit_small_patch16_224_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_small_patch16_224_htm_vtm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-S/16 + Horizontal and Vertical TokenMixup."""
+    model_args = dict(_small_args(), **_HTM_VTM_ARGS)
+    return _create_vit_tokenmixup('vit_small_patch16_224_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_base_patch16_224_htm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-B/16 + Horizontal TokenMixup (paper Table 2: 87.3M parameters, 82.37 top-1)."""
+    model_args = dict(_base_args(), **_HTM_ARGS)
+    return _create_vit_tokenmixup('vit_base_patch16_224_htm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_base_patch16_224_vtm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-B/16 + Vertical TokenMixup (paper Table 2: 82.30 top-1)."""
+    model_args = dict(_base_args(), **_VTM_ARGS)
+    return _create_vit_tokenmixup('vit_base_patch16_224_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_base_patch16_224_htm_vtm(pretrained: bool = False, **kwargs) -> VisionTransformerTokenMixup:
+    """ViT-B/16 + Horizontal and Vertical TokenMixup (paper Table 2: 82.32 top-1)."""
+    model_args = dict(_base_args(), **_HTM_VTM_ARGS)
+    return _create_vit_tokenmixup('vit_base_patch16_224_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
