@@ -380,6 +380,7 @@ def test_negative_or_non_finite_thresholds_raise_value_error(name, value):
     (dict(scorenet_detach=1), 'scorenet_detach'),
     (dict(scorenet_detach='yes'), 'scorenet_detach'),
     (dict(scorenet_pool='max'), 'scorenet_pool'),
+    (dict(num_prefix_tokens=-1), 'num_prefix_tokens'),
 ])
 def test_invalid_settings_raise_value_error_naming_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -391,10 +392,11 @@ def test_invalid_settings_raise_value_error_naming_the_argument(kwargs, name):
 
 def test_one_training_forward_makes_exactly_one_host_copy(monkeypatch):
     """The one device-to-host copy per HTM layer per step is the gain matrix: exactly one .cpu(), and no
-    .item(), .tolist() or truth-value test of a tensor during a training forward with soft targets."""
+    .item(), .tolist(), truth-value test or int()/float()/index conversion of a tensor during a training
+    forward with soft targets."""
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=1e9, rho=0.0).train()
     x, target, saliency = torch.randn(6, 7, 8), _soft_target(6, 5), _random_saliency(6, 7)
-    calls = {'cpu': 0, 'item': 0, 'tolist': 0, '__bool__': 0}
+    calls = {'cpu': 0, 'item': 0, 'tolist': 0, '__bool__': 0, '__int__': 0, '__float__': 0, '__index__': 0}
     with monkeypatch.context() as patch:
         for name in calls:
             original = getattr(torch.Tensor, name)
@@ -405,7 +407,7 @@ def test_one_training_forward_makes_exactly_one_host_copy(monkeypatch):
 
             patch.setattr(torch.Tensor, name, counting)
         result = htm(x, target, saliency)
-    assert calls == {'cpu': 1, 'item': 0, 'tolist': 0, '__bool__': 0}
+    assert calls == {'cpu': 1, 'item': 0, 'tolist': 0, '__bool__': 0, '__int__': 0, '__float__': 0, '__index__': 0}
     assert result.stats['mixed'].item() > 0  # the forward did the full mixing path
 
 

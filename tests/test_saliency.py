@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from tokenmixup import attention_rollout, attention_saliency, gradient_saliency, random_saliency
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 from timm.layers import Attention
 
-from tokenmixup import attention_weights, split_qkv, vertical_attention
+from tokenmixup import attention_weights, self_attention_weights, split_qkv, vertical_attention
 
 B, N, M, D, H = 2, 5, 3, 8, 2
 
@@ -188,6 +188,30 @@ def test_attention_weights_are_softmax_of_scaled_logits():
     probs = attention_weights(q, k, scale=0.5)          # softmax(1, 0)
     e = torch.tensor(1.0).exp()
     torch.testing.assert_close(probs, torch.tensor([[[[e / (e + 1), 1 / (e + 1)]]]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# self_attention_weights (the HTM saliency pass: probabilities only)
+
+def test_self_attention_weights_are_the_probabilities_of_plain_self_attention():
+    attn, norm = _timm_attention(qk_norm=True, norm_layer=nn.LayerNorm), nn.LayerNorm(D)
+    x = torch.randn(B, N, D)
+    q_proj, k_proj, _ = split_qkv(attn.qkv.weight, attn.qkv.bias)
+    probs = self_attention_weights(x, H, q_proj, k_proj, norm=norm, q_norm=attn.q_norm, k_norm=attn.k_norm)
+    full = _call(attn, x, None, norm, q_norm=attn.q_norm, k_norm=attn.k_norm, attention_rows='all').attn
+    assert probs.shape == (B, H, N, N) and probs.dtype == torch.float32
+    torch.testing.assert_close(probs, full)
+
+
+def test_self_attention_weights_cls_only_is_row_zero():
+    """SPEC 2.1: the 'cls' saliency costs O(N) per head: only the first token's query is used."""
+    attn, norm = _timm_attention(), nn.LayerNorm(D)
+    x = torch.randn(B, N, D)
+    q_proj, k_proj, _ = split_qkv(attn.qkv.weight, attn.qkv.bias)
+    full = self_attention_weights(x, H, q_proj, k_proj, norm=norm)
+    cls = self_attention_weights(x, H, q_proj, k_proj, norm=norm, cls_only=True)
+    assert cls.shape == (B, H, 1, N)
+    torch.testing.assert_close(cls, full[:, :, :1])
 
 
 # ---------------------------------------------------------------------------------------------
