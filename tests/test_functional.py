@@ -152,13 +152,20 @@ def test_gain_with_no_easy_row_is_empty_0_by_b():
     assert gain.dtype == torch.float32
 
 
-@pytest.mark.parametrize('chunk_elements', [7, 80])
-def test_gain_chunked_equals_unchunked(monkeypatch, chunk_elements):
+@pytest.mark.parametrize('chunk_elements, num_chunks', [(7, 5), (160, 3)])
+def test_gain_chunked_equals_unchunked(monkeypatch, chunk_elements, num_chunks):
     """Large batches are processed in row chunks (1 and 2 rows per chunk here); same result."""
     s_easy, s_all = torch.rand(5, 8), torch.rand(10, 8)
     unchunked = saliency_gain(s_easy, s_all, 0.05)
-    monkeypatch.setattr(tmf, '_GAIN_CHUNK_ELEMENTS', chunk_elements)
+    limits = [name for name in vars(tmf) if name.startswith('_GAIN_CHUNK_ELEMENTS')]
+    assert limits, 'the chunk size is a module constant'
+    for name in limits:  # one limit per device type, if the module has several
+        monkeypatch.setattr(tmf, name, chunk_elements)
+    calls = []
+    excess = tmf._saliency_excess
+    monkeypatch.setattr(tmf, '_saliency_excess', lambda *args: calls.append(1) or excess(*args))
     chunked = saliency_gain(s_easy, s_all, 0.05)
+    assert len(calls) == num_chunks, 'the chunked path must be taken'
     torch.testing.assert_close(chunked, unchunked, rtol=0, atol=1e-6)
 
 
@@ -437,6 +444,22 @@ def test_mix_partners_of_easy_rows_are_distinct_on_random_batches():
                              torch.rand(12, 6, generator=generator), easy, 0.05)
         chosen = out.partner[easy].tolist()
         assert len(set(chosen)) == len(chosen)
+
+
+def test_mix_float64_targets_of_rows_that_are_not_mixed_are_unchanged():
+    """Samples that are not easy are left untouched (SPEC 2.2 step 8): float64 targets included.
+
+    y (B, C) may be any float dtype and comes back in y's dtype; a row that mixes nothing must
+    come back bit for bit, not rounded through float32 (1/3 and 0.1 are not float32 values).
+    """
+    saliency = _t([[0.5, 0.25, 0.0], [0.0, 0.25, 0.5], [0.25, 0.25, 0.25]], torch.float64)
+    x = torch.randn(3, 3, 4, dtype=torch.float64)
+    y = torch.tensor([[1 / 3, 2 / 3], [0.1, 0.9], [0.3, 0.7]], dtype=torch.float64)
+    out = horizontal_mix(x, y, saliency, torch.tensor([True, False, False]), 0.0)
+    assert out.mask[0].any(), 'the example must mix sample 0'
+    assert out.y.dtype == torch.float64
+    assert torch.equal(out.x[1:], x[1:])
+    assert torch.equal(out.y[1:], y[1:])
 
 
 def test_mix_zero_label_weight_a_plus_b_zero_keeps_the_label():
@@ -721,7 +744,9 @@ def test_mix_rejects_an_argument_on_another_device(name):
 # ---------------------------------------------------------------------------------------------
 # horizontal_mix makes one device-to-host copy (SPEC 2.2, 2.5, 5)
 
-def test_mix_makes_exactly_one_host_copy(monkeypatch):
+@pytest.mark.parametrize('easy', [[True, False, True, True, False, True], [False] * 6],
+                         ids=['some-easy', 'none-easy'])
+def test_mix_makes_exactly_one_host_copy(monkeypatch, easy):
     """The gain matrix, the easy flags and the value checks travel to the host in one `.cpu()`;
     nothing else reads tensor values on the host (no item/tolist/bool/int/float/index).
     The only `.numpy()` is on that copy, and the only `.to(cpu)` moves tensors built from the
@@ -732,7 +757,7 @@ def test_mix_makes_exactly_one_host_copy(monkeypatch):
     x = torch.randn(batch_size, 1 + 5, 4, generator=generator)
     y = one_hot_target(torch.tensor([0, 1, 2, 0, 1, 2]), 3, smoothing=0.1)  # built before patching
     saliency = torch.rand(batch_size, 5, generator=generator)
-    easy = torch.tensor([True, False, True, True, False, True])
+    easy = torch.tensor(easy)
 
     calls = {name: [] for name in ('cpu', 'numpy', 'item', 'tolist', '__bool__', '__int__', '__float__',
                                    '__index__', 'to_cpu')}
@@ -778,7 +803,7 @@ def test_mix_makes_exactly_one_host_copy(monkeypatch):
         assert calls[name] == [], f'{name} reads a tensor value on the host'
     assert all(any(self is made for made in from_numpy_results) for self, _ in calls['to_cpu']), \
         '.to(cpu) may only move host-built index tensors back to the device'
-    assert out.mask[easy].any(), 'the example must mix something'
+    assert out.mask.any() == easy.any(), 'the example must mix exactly when some sample is easy'
 
 
 # =============================================================================================
@@ -909,3 +934,25 @@ def test_as_soft_target_returns_soft_targets_as_they_are():
 def test_as_soft_target_rejects_soft_targets_with_another_class_count():
     with pytest.raises(ValueError, match='target has 7 classes, model has 10'):
         as_soft_target(torch.rand(2, 7), 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# the composable equations validate their arguments too (SPEC 2.5: every function validates)
+
+_S = torch.full((2, 3), 1 / 3)
+
+
+@pytest.mark.parametrize('call, match', [
+    (lambda: tmf.pair_gain(_S, _S[:1], 0.0), 's_partner must have shape'),
+    (lambda: tmf.pair_gain(_S, _S, -1.0), 'rho must be a finite number'),
+    (lambda: tmf.replacement_mask(_S, _S[:, :2], 0.0), 's_partner must have shape'),
+    (lambda: tmf.replacement_mask(_S.long(), _S.long(), 0.0), 's_own must be a floating-point'),
+    (lambda: tmf.mix_targets(torch.eye(3), _S, _S, torch.zeros(2, 3, dtype=torch.bool), torch.arange(2)),
+     'y must have shape'),
+    (lambda: tmf.mix_targets(torch.eye(2), _S, _S, torch.zeros(2, 3), torch.arange(2)), 'mask must be a bool'),
+    (lambda: tmf.mix_targets(torch.eye(2), _S, _S, torch.zeros(2, 3, dtype=torch.bool), torch.arange(3)),
+     'partner must have shape'),
+])
+def test_equation_helpers_reject_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

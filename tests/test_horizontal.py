@@ -121,6 +121,9 @@ def test_mask_reference_first_compares_against_the_first_easy_sample():
     expected = x.clone()
     expected[0, 2:] = x[1, 2:]
     torch.testing.assert_close(result.x, expected, rtol=0, atol=0)
+    # an easy sample that replaced nothing is not 'mixed': replaced_tokens = mask.sum() / mixed = 2 / 1
+    torch.testing.assert_close(result.stats['easy'], torch.tensor(2.0))
+    torch.testing.assert_close(result.stats['mixed'], torch.tensor(1.0))
     torch.testing.assert_close(result.stats['replaced_tokens'], torch.tensor(2.0))
 
 

@@ -22,7 +22,11 @@ def attention_rollout(
         num_prefix_tokens: int = 0,
         reduce: str = 'mean',
 ) -> torch.Tensor:
-    """Saliency from the attention rollout A = Phi(l) Phi(l+1) ... Phi(l+k) (paper Eq. 2-3).
+    """Saliency from the attention rollout over consecutive blocks (paper Eq. 2-3).
+
+    With rows as queries (the convention of Eq. 3), the attention that block l+k's outputs pay to block
+    l's input tokens is Phi(l+k) ... Phi(l+1) Phi(l): the later block multiplies from the left. Eq. 2
+    is typeset with the factors in block order; this is the same rollout in the row-query convention.
 
     Args:
         attns: the (B, H, N, N) attention probabilities of consecutive blocks, first block first.
@@ -43,7 +47,7 @@ def attention_rollout(
         if rollout is not None and head_mean.shape != rollout.shape:
             raise ValueError(
                 f'attns[{index}] has {tuple(head_mean.shape[-2:])} tokens, expected {tuple(rollout.shape[-2:])}')
-        rollout = head_mean if rollout is None else rollout @ head_mean
+        rollout = head_mean if rollout is None else head_mean @ rollout
     return attention_saliency(rollout.unsqueeze(1), num_prefix_tokens, reduce)
 
 
