@@ -1,0 +1,613 @@
+#!/usr/bin/env python3
+""" TokenMixup training: timm's recipe plus Horizontal and Vertical TokenMixup
+
+Built from timm's own pieces (datasets, loaders, Mixup/CutMix, optimizers, schedulers, EMA, AMP,
+checkpoint saver, summary writer, training task). The one thing added is `TokenMixupTask`, which
+calls `model(images, targets)` and trains on the `TokenMixupOutput` it returns: soft-target
+cross-entropy on the (mixed) targets plus the ScoreNet loss.
+
+Every default is the quickstart: `python train.py` trains a small CCT with HTM + VTM on the embedded
+digits set on the CPU in a few minutes. Flags and YAML configs (`-c configs/....yaml`) work as in
+timm's train.py. Distributed training goes through torchrun:
+
+    torchrun --nproc_per_node 2 train.py -c configs/cifar100_cct_7_3x1_htm.yaml --data-dir /data/cifar
+"""
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from datetime import datetime
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import yaml
+from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
+from timm.loss import SoftTargetCrossEntropy
+from timm.models import create_model, safe_model_name
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.task import ClassificationTask, load_task_ema_checkpoint, resume_task_checkpoint
+from timm.utils import (
+    CheckpointSaver, NativeScaler, ParseKwargs, get_outdir, init_distributed_device, random_seed,
+    setup_default_logging, update_summary)
+from timm.utils.clip_grad import dispatch_clip_grad
+
+import models  # noqa: F401  (registers the zoo with timm)
+from models.checkpoints import MODEL_CONFIG_KEY, describe_model, load_training_checkpoint
+from models.datasets import create_embedded_dataset, is_embedded_dataset
+from tokenmixup import TokenMixupOutput, one_hot_target
+
+_logger = logging.getLogger('train')
+
+
+def build_parsers() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The config parser (only -c/--config) and the main parser, new for every parse."""
+    config_parser = argparse.ArgumentParser(description='Training config', add_help=False)
+    config_parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
+                               help='YAML file whose keys (argument names with underscores) set defaults')
+    parser = argparse.ArgumentParser(description='TokenMixup training (timm recipe). Defaults are the quickstart.')
+    _add_arguments(parser)
+    return config_parser, parser
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+
+    group = parser.add_argument_group('Dataset')
+    group.add_argument('--data-dir', metavar='DIR', default=None, help='dataset root (not needed for embedded/*)')
+    group.add_argument('--dataset', metavar='NAME', default='embedded/digits',
+                       help='embedded/digits (default, ships with the package), or any timm dataset: '
+                            '"" for an ImageFolder under --data-dir, torch/cifar10, torch/cifar100, ...')
+    group.add_argument('--train-split', metavar='NAME', default='train')
+    group.add_argument('--val-split', metavar='NAME', default='validation')
+    group.add_argument('--dataset-download', action='store_true', default=False,
+                       help='allow torchvision datasets to download (needs a network)')
+
+    group = parser.add_argument_group('Model')
+    group.add_argument('--model', default='cct_2_3x2_htm_vtm', type=str, metavar='MODEL', help='registered model name')
+    group.add_argument('--pretrained', action='store_true', default=False, help='start from pretrained weights')
+    group.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH', help='load these weights first')
+    group.add_argument('--resume', default='', type=str, metavar='PATH', help='resume a run from its checkpoint')
+    group.add_argument('--no-resume-opt', action='store_true', default=False, help='do not restore the optimizer')
+    group.add_argument('--num-classes', type=int, default=None, metavar='N', help='classes (default: the dataset\'s)')
+    group.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (default: the model\'s)')
+    group.add_argument('--crop-pct', default=None, type=float, metavar='PCT', help='eval crop fraction')
+    group.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN', help='normalisation mean')
+    group.add_argument('--std', type=float, nargs='+', default=None, metavar='STD', help='normalisation std')
+    group.add_argument('--interpolation', default='', type=str, metavar='NAME', help='eval resize interpolation')
+    group.add_argument('-b', '--batch-size', type=int, default=64, metavar='N', help='batch size per process')
+    group.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N')
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra model kwargs k=v')
+
+    group = parser.add_argument_group('TokenMixup (None = the model\'s default; an empty list disables)')
+    group.add_argument('--htm-layers', type=int, nargs='*', default=None, metavar='BLOCK', help='HTM block indices')
+    group.add_argument('--vtm-layers', type=int, nargs='*', default=None, metavar='BLOCK', help='VTM block indices')
+    group.add_argument('--tau', type=float, default=None, help='HTM difficulty threshold (cross-entropy)')
+    group.add_argument('--rho', type=float, default=None, help='HTM minimum per-token saliency gain')
+    group.add_argument('--kappa', type=int, default=None, help='VTM tokens kept per earlier block')
+    group.add_argument('--scorenet-lambda', type=float, default=None, help='weight of the ScoreNet loss')
+    group.add_argument('--scorenet-pool', default=None, choices=('attn', 'avg', 'cls'))
+    group.add_argument('--scorenet-detach', default=None, action=argparse.BooleanOptionalAction)
+    group.add_argument('--saliency', default=None, choices=('mean', 'cls'))
+    group.add_argument('--vtm-detach', default=None, action=argparse.BooleanOptionalAction)
+    group.add_argument('--mask-reference', default=None, choices=('own', 'first'))
+
+    group = parser.add_argument_group('Optimizer and schedule')
+    group.add_argument('--opt', default='adamw', type=str, metavar='OPTIMIZER')
+    group.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON')
+    group.add_argument('--opt-betas', default=None, type=float, nargs='+', metavar='BETA')
+    group.add_argument('--momentum', type=float, default=0.9, metavar='M')
+    group.add_argument('--weight-decay', type=float, default=0.05)
+    group.add_argument('--clip-grad', type=float, default=None, metavar='NORM', help='clip gradients (off by default)')
+    group.add_argument('--clip-mode', type=str, default='norm', help='norm, value or agc')
+    group.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER')
+    group.add_argument('--sched-on-updates', action='store_true', default=False, help='step the schedule per update')
+    group.add_argument('--lr', type=float, default=2e-3, metavar='LR')
+    group.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR')
+    group.add_argument('--min-lr', type=float, default=1e-5, metavar='LR')
+    group.add_argument('--epochs', type=int, default=30, metavar='N')
+    group.add_argument('--start-epoch', default=None, type=int, metavar='N')
+    group.add_argument('--decay-epochs', type=float, default=90, metavar='N')
+    group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES')
+    group.add_argument('--decay-rate', '--dr', type=float, default=0.1, metavar='RATE')
+    group.add_argument('--warmup-epochs', type=int, default=3, metavar='N')
+    group.add_argument('--cooldown-epochs', type=int, default=0, metavar='N')
+
+    group = parser.add_argument_group('Augmentation and regularisation')
+    group.add_argument('--no-aug', action='store_true', default=False)
+    group.add_argument('--scale', type=float, nargs=2, default=[0.85, 1.0], metavar='PCT', help='random resized crop scale')
+    group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.], metavar='RATIO')
+    group.add_argument('--hflip', type=float, default=0.0, help='horizontal flip probability (digits: none)')
+    group.add_argument('--vflip', type=float, default=0.0)
+    group.add_argument('--color-jitter', type=float, default=0.0, metavar='PCT')
+    group.add_argument('--aa', type=str, default=None, metavar='NAME', help='auto augment, e.g. rand-m9-mstd0.5-inc1')
+    group.add_argument('--reprob', type=float, default=0.0, metavar='PCT', help='random erasing probability')
+    group.add_argument('--remode', type=str, default='pixel')
+    group.add_argument('--recount', type=int, default=1)
+    group.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (0 = off)')
+    group.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (0 = off)')
+    group.add_argument('--cutmix-minmax', type=float, nargs='+', default=None)
+    group.add_argument('--mixup-prob', type=float, default=1.0)
+    group.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    group.add_argument('--mixup-mode', type=str, default='batch', help='batch, pair or elem')
+    group.add_argument('--mixup-off-epoch', default=0, type=int, metavar='N', help='turn mixup off from this epoch')
+    group.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
+    group.add_argument('--train-interpolation', type=str, default='random')
+    group.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout before the classifier')
+    group.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='stochastic depth (model default)')
+
+    group = parser.add_argument_group('Model EMA')
+    group.add_argument('--model-ema', action='store_true', default=False)
+    group.add_argument('--model-ema-decay', type=float, default=0.9998)
+    group.add_argument('--model-ema-warmup', action='store_true', default=False)
+
+    group = parser.add_argument_group('Misc')
+    group.add_argument('--seed', type=int, default=42, metavar='S')
+    group.add_argument('--log-interval', type=int, default=10, metavar='N', help='steps between log lines')
+    group.add_argument('--checkpoint-hist', type=int, default=2, metavar='N', help='numbered checkpoints to keep')
+    group.add_argument('-j', '--workers', type=int, default=0, metavar='N', help='data loading processes per process')
+    group.add_argument('--amp', action='store_true', default=False, help='mixed precision (autocast)')
+    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
+    group.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
+    group.add_argument('--dist-backend', default=None, type=str, help='nccl on CUDA, gloo otherwise')
+    group.add_argument('--dist-url', default='env://', type=str)
+    group.add_argument('--pin-mem', action='store_true', default=False)
+    group.add_argument('--output', default='./output', type=str, metavar='PATH', help='runs go under PATH/train/')
+    group.add_argument('--experiment', default='', type=str, metavar='NAME', help='run folder name')
+    group.add_argument('--eval-metric', default='top1', type=str, metavar='METRIC')
+    group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor', help='torch.compile backend')
+    group.add_argument('--progress', default=None, action=argparse.BooleanOptionalAction,
+                       help='progress bar (default: on an interactive terminal); plain log lines otherwise')
+
+
+TOKENMIXUP_FLAGS = ('htm_layers', 'vtm_layers', 'tau', 'rho', 'kappa', 'scorenet_lambda', 'scorenet_pool',
+                    'scorenet_detach', 'saliency', 'vtm_detach', 'mask_reference')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the YAML config (if any) into defaults, then the command line, which wins."""
+    config_parser, parser = build_parsers()
+    config_args, remaining = config_parser.parse_known_args(argv)
+    if config_args.config:
+        with open(config_args.config) as f:
+            config = yaml.safe_load(f) or {}
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise SystemExit(f'{config_args.config}: unknown keys {unknown} (use argument names with underscores)')
+        parser.set_defaults(**config)
+    args = parser.parse_args(remaining)
+    args.config = config_args.config
+    return args
+
+
+class TokenMixupTask(ClassificationTask):
+    """timm's classification task, trained through the TokenMixup protocol.
+
+    Calls `model(input, target)` and returns the soft-target cross-entropy of the logits against the
+    returned (possibly HTM-mixed) targets plus the returned `aux_loss`. Hard labels are one-hot encoded
+    here with `smoothing`; soft targets (from Mixup/CutMix) are passed on as they are.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, smoothing: float = 0.0,
+                 device: Optional[torch.device] = None, verbose: bool = True) -> None:
+        super().__init__(model, criterion=SoftTargetCrossEntropy(), device=device, verbose=verbose)
+        self.num_classes = num_classes
+        self.smoothing = smoothing
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, Any]:
+        if target.ndim == 1:
+            target = one_hot_target(target, self.num_classes, self.smoothing)
+        out: TokenMixupOutput = self.trainable_module(input, target)
+        loss = self.criterion(out.logits, out.target) + out.aux_loss
+        return {'loss': loss, 'output': out.logits, 'aux_loss': out.aux_loss, 'stats': out.stats}
+
+
+class TokenMixupStatsMeter:
+    """Per-epoch HTM statistics, accumulated on the device and read once per epoch.
+
+    For each HTM block l it reports `htm{l}_mixed_samples` (mean mixed samples per batch, the paper's
+    Fig. 4 curriculum), `htm{l}_replaced_tokens` (mean replaced tokens per mixed sample) and
+    `htm{l}_difficulty` (mean ScoreNet loss).
+    """
+
+    def __init__(self) -> None:
+        self.sums: Dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def update(self, stats: Dict[str, torch.Tensor]) -> None:
+        self.steps += 1
+        for key, value in stats.items():
+            if not key.endswith('_mixed'):
+                continue
+            layer = key[:-len('_mixed')]
+            values = torch.stack([
+                value, stats[f'{layer}_replaced_tokens'] * value, stats[f'{layer}_difficulty_mean']]).detach().float()
+            self.sums[layer] = self.sums[layer] + values if layer in self.sums else values
+
+    def compute(self, distributed: bool = False) -> Dict[str, float]:
+        metrics = OrderedDict()
+        for layer in sorted(self.sums, key=lambda name: int(name[3:])):
+            totals = self.sums[layer].clone()
+            steps = torch.tensor(float(self.steps), device=totals.device)
+            if distributed:
+                torch.distributed.all_reduce(totals)
+                torch.distributed.all_reduce(steps)
+            mixed, replaced, difficulty = totals.tolist()
+            metrics[f'{layer}_mixed_samples'] = mixed / max(steps.item(), 1)
+            metrics[f'{layer}_replaced_tokens'] = replaced / mixed if mixed > 0 else 0.0
+            metrics[f'{layer}_difficulty'] = difficulty / max(steps.item(), 1)
+        return metrics
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """timm's checkpoint saver, with every file written whole (temp file + rename) and the run's
+    model configuration and LR scheduler state recorded in each checkpoint."""
+
+    def __init__(self, *args, model_config: Dict[str, Any], lr_scheduler=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.model_config = model_config
+        self.lr_scheduler = lr_scheduler
+
+    def _save(self, save_path: str, epoch: int, metric: Optional[float] = None) -> None:
+        save_state = {
+            'epoch': epoch,
+            'arch': self.args.model,
+            'args': self.args,
+            'optimizer': self.optimizer.state_dict(),
+            'version': 2,  # the epoch stored is the last one completed
+            MODEL_CONFIG_KEY: self.model_config,
+        }
+        if self.amp_scaler is not None:
+            save_state[self.amp_scaler.state_dict_key] = self.amp_scaler.state_dict()
+        if self.lr_scheduler is not None:
+            save_state['lr_scheduler'] = self.lr_scheduler.state_dict()
+        save_state.update(self.task.get_checkpoint_state(unwrap_fn=self.unwrap_fn))
+        save_state.update(self.task.get_checkpoint_state(ema=True, unwrap_fn=self.unwrap_fn))
+        if metric is not None:
+            save_state['metric'] = metric
+        save_state['saver'] = self.state_dict(epoch, metric)
+        torch.save(save_state, save_path)  # save_path is a temp name; the caller renames it
+
+    def _duplicate(self, src: str, dst: str) -> None:
+        # a hard link is atomic; a copy goes to a temp file in the target folder first
+        if self.can_hardlink:
+            super()._duplicate(src, dst)
+            if self.can_hardlink:
+                return
+        _atomic_copy(src, dst)
+
+
+def _atomic_copy(src: str, dst: str) -> None:
+    handle, tmp_path = tempfile.mkstemp(dir=os.path.dirname(dst) or '.', suffix='.tmp')
+    os.close(handle)
+    try:
+        shutil.copy2(src, tmp_path)
+        os.replace(tmp_path, dst)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def append_summary_row(epoch: int, train_metrics: Dict[str, float], eval_metrics: Dict[str, float],
+                       filename: str, lr: float) -> None:
+    """timm's `update_summary`, applied to a copy that then replaces the file (never half-written)."""
+    handle, tmp_path = tempfile.mkstemp(dir=os.path.dirname(filename) or '.', suffix='.csv.tmp')
+    os.close(handle)
+    try:
+        if os.path.exists(filename):
+            shutil.copyfile(filename, tmp_path)
+        update_summary(epoch, train_metrics, eval_metrics, filename=tmp_path, lr=lr)
+        os.chmod(tmp_path, 0o644)  # mkstemp makes private files; the summary is an ordinary one
+        os.replace(tmp_path, filename)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+class Progress:
+    """A one-line progress bar on an interactive terminal, log lines every `log_interval` steps otherwise."""
+
+    def __init__(self, enabled: bool, interactive: bool, log_interval: int, num_steps: int, epoch: int) -> None:
+        self.enabled = enabled
+        self.interactive = interactive
+        self.log_interval = max(1, log_interval)
+        self.num_steps = num_steps
+        self.epoch = epoch
+        self.start = time.perf_counter()
+        self.samples = 0
+
+    def wants_values(self, step: int) -> bool:
+        """Whether step `step` (0-based) should report loss values (they cost a host sync)."""
+        return self.enabled and ((step + 1) % self.log_interval == 0 or step + 1 == self.num_steps)
+
+    def step(self, step: int, batch_size: int, values: Optional[Dict[str, float]] = None) -> None:
+        self.samples += batch_size
+        if not self.enabled:
+            return
+        rate = self.samples / max(time.perf_counter() - self.start, 1e-9)
+        shown = ''.join(f'  {name} {value:.4g}' for name, value in (values or {}).items())
+        if self.interactive:
+            done = (step + 1) / self.num_steps
+            bar = '#' * int(24 * done) + '-' * (24 - int(24 * done))
+            sys.stdout.write(f'\rtrain {self.epoch:3d} [{bar}] {step + 1}/{self.num_steps}  {rate:6.1f} img/s{shown}')
+            if step + 1 == self.num_steps:
+                sys.stdout.write('\n')
+            sys.stdout.flush()
+        elif values is not None:
+            _logger.info(f'train {self.epoch} [{step + 1}/{self.num_steps}] {rate:.1f} img/s{shown}')
+
+
+def _tokenmixup_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    kwargs = {}
+    for name in TOKENMIXUP_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+    return kwargs
+
+
+def build_model(args: argparse.Namespace, num_classes: int) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Create the model from the flags; returns it with its configuration record."""
+    model_kwargs = dict(
+        drop_rate=args.drop, drop_path_rate=args.drop_path, img_size=args.img_size,
+        **_tokenmixup_kwargs(args), **args.model_kwargs)
+    model_kwargs = {key: value for key, value in model_kwargs.items() if value is not None}
+    model = create_model(args.model, pretrained=args.pretrained, num_classes=num_classes, **model_kwargs)
+    if args.initial_checkpoint:
+        checkpoint = load_training_checkpoint(args.initial_checkpoint)
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        model.load_state_dict(state_dict)
+    return model, describe_model(model, args.model, model_kwargs)
+
+
+def create_datasets(args: argparse.Namespace):
+    if is_embedded_dataset(args.dataset):
+        return create_embedded_dataset(args.dataset, 'train'), create_embedded_dataset(args.dataset, 'validation')
+    if not args.data_dir and not args.dataset.startswith(('hfds/', 'hfids/', 'tfds/', 'wds/')):
+        raise SystemExit(f'--dataset {args.dataset!r} needs --data-dir')
+    common = dict(root=args.data_dir, download=args.dataset_download, batch_size=args.batch_size, seed=args.seed)
+    train = create_dataset(args.dataset, split=args.train_split, is_training=True, **common)
+    val = create_dataset(args.dataset, split=args.val_split, is_training=False, **common)
+    return train, val
+
+
+def dataset_num_classes(dataset) -> Optional[int]:
+    """The class count a dataset declares (embedded, torchvision or timm ImageFolder), else None."""
+    for attribute in ('num_classes',):
+        if hasattr(dataset, attribute):
+            return int(getattr(dataset, attribute))
+    classes = getattr(dataset, 'classes', None) or getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
+    return len(classes) if classes else None
+
+
+def train_one_epoch(
+        epoch: int,
+        task: TokenMixupTask,
+        loader,
+        optimizer: torch.optim.Optimizer,
+        args: argparse.Namespace,
+        device: torch.device,
+        lr_scheduler=None,
+        amp_autocast=nullcontext,
+        loss_scaler: Optional[NativeScaler] = None,
+        mixup_fn: Optional[Mixup] = None,
+        num_updates: int = 0,
+) -> Tuple[Dict[str, float], int]:
+    """One pass over the training set; returns the epoch's metrics and the update count."""
+    task.train()
+    stats_meter = TokenMixupStatsMeter()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    num_samples = 0
+    interactive = args.progress if args.progress is not None else sys.stdout.isatty()
+    progress = Progress(args.rank == 0, interactive, args.log_interval, len(loader), epoch)
+    for step, (input, target) in enumerate(loader):
+        input, target = input.to(device), target.to(device)
+        if mixup_fn is not None:
+            input, target = mixup_fn(input, target)
+        with amp_autocast():
+            result = task(input, target)
+        loss = result['loss']
+        parameters = task.get_clip_parameters()
+        if loss_scaler is not None:
+            loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode, parameters=parameters)
+        else:
+            loss.backward()
+            if args.clip_grad is not None:
+                dispatch_clip_grad(parameters, args.clip_grad, mode=args.clip_mode)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        num_updates += 1
+        task.update_ema(step=num_updates)
+        if lr_scheduler is not None:
+            lr_scheduler.step_update(num_updates=num_updates)
+
+        loss_sum += loss.detach().double() * input.shape[0]
+        num_samples += input.shape[0]
+        stats_meter.update(result['stats'])
+        values = None
+        if progress.wants_values(step):
+            values = {'loss': loss_sum.item() / num_samples}
+            mixed = [value for key, value in result['stats'].items() if key.endswith('_mixed')]
+            if mixed:
+                values['mixed/batch'] = float(sum(value.item() for value in mixed))
+        progress.step(step, input.shape[0], values)
+
+    totals = torch.stack([loss_sum, torch.tensor(float(num_samples), device=device, dtype=torch.float64)])
+    if args.distributed:
+        torch.distributed.all_reduce(totals)
+    metrics = OrderedDict(loss=(totals[0] / totals[1].clamp_min(1)).item())
+    metrics.update(stats_meter.compute(args.distributed))
+    return metrics, num_updates
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: TokenMixupTask, loader, args: argparse.Namespace, device: torch.device,
+             amp_autocast=nullcontext) -> Dict[str, float]:
+    """Loss, top-1 and top-5 on `loader` (timm's evaluator), reduced over processes."""
+    model.eval()
+    evaluator = task.create_evaluator()
+    for input, target in loader:
+        input, target = input.to(device), target.to(device)
+        with amp_autocast():
+            output = model(input)
+        evaluator.update(output.float(), target)
+    return evaluator.compute(distributed=args.distributed)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Train; returns the final epoch's eval metrics and where the run was written."""
+    args = parse_args(argv)
+    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = init_distributed_device(args)
+    if args.distributed:
+        _logger.info(f'process {args.rank} of {args.world_size} on {device}')
+    random_seed(args.seed, args.rank)
+
+    amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
+    amp_autocast = nullcontext
+    loss_scaler = None
+    if args.amp:
+        amp_autocast = lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)  # noqa: E731
+        if amp_dtype == torch.float16 and device.type == 'cuda':
+            loss_scaler = NativeScaler(device=device.type)
+
+    dataset_train, dataset_eval = create_datasets(args)
+    num_classes = args.num_classes or dataset_num_classes(dataset_train)
+    if not num_classes:
+        raise SystemExit('cannot tell the number of classes of this dataset: pass --num-classes')
+    model, model_config = build_model(args, num_classes)
+    if args.rank == 0:
+        num_params = sum(p.numel() for p in model.parameters())
+        _logger.info(f'model {args.model}: {num_params:,} parameters, TokenMixup '
+                     f'{getattr(model, "tokenmixup_cfg", None)}')
+    model.to(device)
+
+    data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
+    task = TokenMixupTask(model, num_classes, smoothing=args.smoothing, device=device, verbose=args.rank == 0)
+    optimizer = create_optimizer_v2(
+        model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        **({'eps': args.opt_eps} if args.opt_eps is not None else {}),
+        **({'betas': tuple(args.opt_betas)} if args.opt_betas is not None else {}))
+    if args.model_ema:
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
+
+    resume_epoch = None
+    resume_state = None
+    if args.resume:
+        resume_epoch = resume_task_checkpoint(
+            task, args.resume, optimizer=None if args.no_resume_opt else optimizer, loss_scaler=loss_scaler,
+            log_info=args.rank == 0)
+        if task.has_ema():
+            load_task_ema_checkpoint(task, args.resume)
+        resume_state = load_training_checkpoint(args.resume)
+
+    if args.torchcompile:
+        task.compile(backend=args.torchcompile)
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device.index] if device.type == 'cuda' else None)
+
+    collate_fn = None
+    mixup_fn = None
+    mixup_active = args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None
+    if mixup_active:
+        mixup_fn = Mixup(
+            mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+            prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+            label_smoothing=args.smoothing, num_classes=num_classes)
+
+    loader_common = dict(
+        mean=data_config['mean'], std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
+        pin_memory=args.pin_mem, device=device, use_prefetcher=False)
+    loader_train = create_loader(
+        dataset_train, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
+        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, scale=args.scale,
+        ratio=args.ratio, hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
+        auto_augment=args.aa, interpolation=args.train_interpolation, collate_fn=collate_fn, **loader_common)
+    loader_eval = create_loader(
+        dataset_eval, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
+        is_training=False, interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'],
+        **loader_common)
+
+    updates_per_epoch = len(loader_train)
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
+        decay_milestones=args.decay_milestones, cooldown_epochs=args.cooldown_epochs, decay_rate=args.decay_rate,
+        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
+        step_on_epochs=not args.sched_on_updates, updates_per_epoch=updates_per_epoch)
+    if lr_scheduler is None:
+        raise SystemExit(f'--sched {args.sched!r} is not a timm scheduler (cosine, step, multistep, constant, ...)')
+    start_epoch = 0
+    if args.start_epoch is not None:
+        start_epoch = args.start_epoch
+    elif resume_epoch is not None:
+        start_epoch = resume_epoch
+    if resume_state is not None and 'lr_scheduler' in resume_state:
+        lr_scheduler.load_state_dict(resume_state['lr_scheduler'])
+    if start_epoch > 0:
+        lr_scheduler.step(start_epoch) if not args.sched_on_updates else lr_scheduler.step_update(
+            start_epoch * updates_per_epoch)
+
+    output_dir = None
+    saver = None
+    if args.rank == 0:
+        if args.resume and not args.experiment:
+            output_dir = os.path.dirname(os.path.abspath(args.resume))
+        else:
+            experiment = args.experiment or '-'.join([
+                datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model), str(data_config['input_size'][-1])])
+            output_dir = get_outdir(args.output, 'train', experiment)
+        saver = AtomicCheckpointSaver(
+            model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler, task=task,
+            checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=args.eval_metric == 'loss',
+            max_history=args.checkpoint_hist, model_config=model_config, lr_scheduler=lr_scheduler)
+        if resume_state is not None and 'saver' in resume_state:
+            saver.load_state_dict(resume_state['saver'])
+        with open(os.path.join(output_dir, 'args.yaml'), 'w') as f:
+            f.write(yaml.safe_dump(vars(args), default_flow_style=False))
+        _logger.info(f'writing to {output_dir}; training epochs {start_epoch}..{num_epochs - 1}')
+
+    eval_metrics: Dict[str, float] = {}
+    num_updates = start_epoch * updates_per_epoch
+    for epoch in range(start_epoch, num_epochs):
+        if args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
+            loader_train.sampler.set_epoch(epoch)
+        if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+            mixup_fn.mixup_enabled = False
+        train_metrics, num_updates = train_one_epoch(
+            epoch, task, loader_train, optimizer, args, device, lr_scheduler=lr_scheduler,
+            amp_autocast=amp_autocast, loss_scaler=loss_scaler, mixup_fn=mixup_fn, num_updates=num_updates)
+        eval_metrics = evaluate(task.get_eval_model(), task, loader_eval, args, device, amp_autocast)
+        if task.has_ema():
+            ema_metrics = evaluate(task.get_eval_model(ema=True), task, loader_eval, args, device, amp_autocast)
+            eval_metrics = ema_metrics
+        lr = optimizer.param_groups[0]['lr']
+        if args.rank == 0:
+            _logger.info(
+                f'epoch {epoch}: train loss {train_metrics["loss"]:.4f}, eval loss {eval_metrics["loss"]:.4f}, '
+                f'top-1 {eval_metrics["top1"]:.2f}%, top-5 {eval_metrics["top5"]:.2f}%' + ''.join(
+                    f', {key} {value:.3g}' for key, value in train_metrics.items() if key.endswith('mixed_samples')))
+            append_summary_row(epoch, train_metrics, eval_metrics, os.path.join(output_dir, 'summary.csv'), lr)
+            saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric])
+        lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
+
+    if args.distributed:
+        torch.distributed.barrier()
+    result = {'eval_metrics': eval_metrics, 'output_dir': output_dir}
+    if args.rank == 0 and eval_metrics:
+        best = f' (best {saver.best_metric:.2f} at epoch {saver.best_epoch})' if saver.best_metric is not None else ''
+        print(f'Done: validation top-1 {eval_metrics["top1"]:.2f}%{best}. '
+              f'Checkpoint: {os.path.join(output_dir, "last.pth.tar")}', flush=True)
+    if args.distributed:
+        torch.distributed.destroy_process_group()
+    return result
+
+
+if __name__ == '__main__':
+    setup_default_logging()
+    main()

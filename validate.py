@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+""" TokenMixup validation: timm's evaluation recipe for the zoo and for `train.py` checkpoints
+
+Validates one model on one dataset split and reports timm's result row (`top1`, `top1_err`, `top5`,
+`top5_err`, `param_count`, `img_size`, `crop_pct`, `interpolation`) plus the cross-entropy `loss`.
+
+The model comes from one of:
+- a `train.py` checkpoint: `python validate.py --checkpoint output/train/RUN/last.pth.tar`. The model
+  is rebuilt from the configuration recorded in the checkpoint (architecture, classes, every model
+  keyword argument); `--model`, `--num-classes`, `--img-size` and `--model-kwargs` override the record.
+  The dataset, split and eval preprocessing (`--crop-pct`, `--mean`, `--std`, `--interpolation`)
+  default to the ones the run evaluated with, so the top-1 is the one in the run's summary.csv.
+  `--use-ema` validates the EMA weights instead (runs trained with `--model-ema`).
+- a plain state dict (or a checkpoint without a recorded configuration): needs `--model NAME`.
+- pretrained weights: `--model NAME --pretrained` (NAME may be `hf-hub:org/repo` or `local-dir:PATH`).
+
+Without a checkpoint that names one, the dataset is the embedded digits set (`embedded/digits`,
+validation split), which needs no download. Evaluation goes through the same pipeline as
+`train.py`'s eval pass: timm's eval transforms (`create_loader(is_training=False)`, no prefetcher)
+and timm's `ClassificationEvaluator`.
+
+    python validate.py --checkpoint output/train/RUN/last.pth.tar --results-file results.csv
+    python validate.py --model cct_7_3x1 --pretrained --dataset torch/cifar100 --data-dir /data/cifar
+"""
+import argparse
+import csv
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from timm.data import create_dataset, create_loader, resolve_data_config
+from timm.models import clean_state_dict, create_model
+from timm.task import ClassificationEvaluator
+from timm.utils import ParseKwargs, setup_default_logging
+
+import models  # noqa: F401  (registers the zoo with timm)
+from models.checkpoints import create_model_from_config, load_training_checkpoint, model_config_from_checkpoint
+from models.datasets import create_embedded_dataset, is_embedded_dataset
+from train import dataset_num_classes
+
+_logger = logging.getLogger('validate')
+
+DEFAULT_DATASET = 'embedded/digits'
+DEFAULT_SPLIT = 'validation'
+RESULTS_FORMATS = ('csv', 'json')
+
+parser = argparse.ArgumentParser(
+    description='TokenMixup validation (timm recipe). `--checkpoint PATH` of a train.py run is enough.')
+
+group = parser.add_argument_group('Dataset (default: what the checkpoint\'s run evaluated on, else embedded/digits)')
+group.add_argument('--data-dir', metavar='DIR', default=None, help='dataset root (not needed for embedded/*)')
+group.add_argument('--dataset', metavar='NAME', default=None,
+                   help=f'{DEFAULT_DATASET} or any timm dataset: "" for an ImageFolder under --data-dir, '
+                        'torch/cifar10, torch/cifar100, ...')
+group.add_argument('--split', metavar='NAME', default=None, help=f'dataset split (default: {DEFAULT_SPLIT})')
+group.add_argument('--dataset-download', action='store_true', default=False,
+                   help='allow torchvision datasets to download (needs a network)')
+
+group = parser.add_argument_group('Model')
+group.add_argument('--model', '-m', metavar='NAME', default=None,
+                   help='model name (default: the checkpoint\'s recorded architecture)')
+group.add_argument('--checkpoint', default='', type=str, metavar='PATH',
+                   help='a train.py checkpoint (the model is rebuilt from it) or a plain state dict (needs --model)')
+group.add_argument('--pretrained', action='store_true', default=False,
+                   help='validate the pretrained weights of --model (implied when there is no --checkpoint)')
+group.add_argument('--use-ema', action='store_true', default=False,
+                   help='validate the checkpoint\'s EMA weights (runs trained with --model-ema)')
+group.add_argument('--num-classes', type=int, default=None, metavar='N',
+                   help='classes (default: the checkpoint\'s; for a plain state dict the dataset\'s)')
+group.add_argument('--img-size', type=int, default=None, metavar='N',
+                   help='image size (default: the checkpoint\'s, else the model\'s)')
+group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                   help='model keyword arguments k=v, over the checkpoint\'s recorded ones')
+
+group = parser.add_argument_group('Eval preprocessing (default: the checkpoint\'s run, else the model\'s)')
+group.add_argument('--crop-pct', default=None, type=float, metavar='PCT', help='center crop fraction')
+group.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN', help='normalisation mean')
+group.add_argument('--std', type=float, nargs='+', default=None, metavar='STD', help='normalisation std')
+group.add_argument('--interpolation', default=None, type=str, metavar='NAME', help='resize interpolation')
+
+group = parser.add_argument_group('Run')
+group.add_argument('-b', '--batch-size', type=int, default=128, metavar='N', help='batch size (default: 128)')
+group.add_argument('-j', '--workers', type=int, default=0, metavar='N', help='data loading processes (default: 0)')
+group.add_argument('--pin-mem', action='store_true', default=False)
+group.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
+group.add_argument('--amp', action='store_true', default=False, help='mixed precision (autocast)')
+group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
+group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor',
+                   help='torch.compile the model with this backend (default when given: inductor)')
+group.add_argument('--log-freq', type=int, default=10, metavar='N', help='batches between progress lines')
+
+group = parser.add_argument_group('Results')
+group.add_argument('--results-file', default='', type=str, metavar='PATH',
+                   help='write the result rows here (replaced whole, never half-written)')
+group.add_argument('--results-format', default='csv', choices=RESULTS_FORMATS,
+                   help='csv (a header and one row per model) or json (a list of rows)')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if not args.checkpoint and not args.model:
+        parser.error('nothing to validate: give --checkpoint PATH (a train.py checkpoint) or --model NAME')
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint, dataset and model
+
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """The checkpoint dict at `path` (loaded on the CPU without executing code)."""
+    if os.path.isdir(path):
+        example = os.path.join(path, 'last.pth.tar')
+        raise SystemExit(f'--checkpoint {path} is a folder: name a file in it, e.g. {example}')
+    if not os.path.isfile(path):
+        raise SystemExit(f'--checkpoint {path}: no such file')
+    try:
+        return load_training_checkpoint(path)
+    except Exception as e:  # torch.load raises several types for files that are no checkpoint
+        raise SystemExit(f'--checkpoint {path}: cannot read it as a checkpoint ({type(e).__name__}: {e})') from e
+
+
+def select_state_dict(checkpoint: Dict[str, Any], use_ema: bool, path: str) -> Dict[str, torch.Tensor]:
+    """The model weights of `checkpoint`: its EMA weights with `use_ema`, else its main ones.
+
+    Understands `train.py` / timm checkpoints ('state_dict', 'state_dict_ema'), checkpoints that use
+    'model' / 'model_ema', and plain state dicts; strips DataParallel/DDP 'module.' prefixes.
+    """
+    if use_ema:
+        for key in ('state_dict_ema', 'model_ema'):
+            if isinstance(checkpoint.get(key), dict):
+                return clean_state_dict(checkpoint[key])
+        raise SystemExit(
+            f'--use-ema: {path} holds no EMA weights (no state_dict_ema); train with --model-ema, or drop --use-ema')
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            return clean_state_dict(checkpoint[key])
+    if not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        raise SystemExit(f'--checkpoint {path}: no model weights found (keys {sorted(checkpoint)[:8]})')
+    return clean_state_dict(checkpoint)
+
+
+def resolve_run_defaults(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]]) -> None:
+    """Fill the dataset and eval-preprocessing flags left unset from the checkpoint's training run.
+
+    The dataset location (`--data-dir`, `--split`) is taken from the run only when the dataset is
+    the run's. Anything still unset falls back to the embedded digits set, validation split.
+    """
+    train_args = checkpoint.get('args') if checkpoint is not None else None
+    if not isinstance(train_args, argparse.Namespace):
+        train_args = None
+
+    def recorded(name: str) -> Any:
+        value = getattr(train_args, name, None) if train_args is not None else None
+        return None if value == '' and name == 'interpolation' else value
+
+    same_dataset = args.dataset is None or (train_args is not None and args.dataset == recorded('dataset'))
+    if args.dataset is None:
+        args.dataset = recorded('dataset') if recorded('dataset') is not None else DEFAULT_DATASET
+    if same_dataset:
+        args.data_dir = args.data_dir if args.data_dir is not None else recorded('data_dir')
+        args.split = args.split if args.split is not None else recorded('val_split')
+    args.split = args.split or DEFAULT_SPLIT
+    for name in ('crop_pct', 'mean', 'std', 'interpolation'):
+        if getattr(args, name) is None:
+            setattr(args, name, recorded(name))
+
+
+def create_eval_dataset(args: argparse.Namespace):
+    """The split to validate on: the embedded set, or any dataset timm's `create_dataset` knows."""
+    if is_embedded_dataset(args.dataset):
+        try:
+            return create_embedded_dataset(args.dataset, args.split)
+        except ValueError as e:
+            raise SystemExit(f'--dataset {args.dataset} --split {args.split}: {e}') from e
+    if not args.data_dir and not args.dataset.startswith(('hfds/', 'hfids/', 'tfds/', 'wds/')):
+        raise SystemExit(f'--dataset {args.dataset!r} needs --data-dir')
+    return create_dataset(
+        args.dataset, root=args.data_dir, split=args.split, is_training=False, download=args.dataset_download,
+        batch_size=args.batch_size)
+
+
+def _model_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """Model keyword arguments given on the command line (`--img-size`, then `--model-kwargs`)."""
+    overrides = {'img_size': args.img_size} if args.img_size is not None else {}
+    overrides.update(args.model_kwargs)
+    return overrides
+
+
+def build_model(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]], dataset) -> Tuple[nn.Module, str]:
+    """Create the model to validate (with its weights); returns it and its name for the result row."""
+    if checkpoint is None:
+        _logger.info(f'no --checkpoint: validating the pretrained weights of {args.model}')
+        try:
+            model = create_model(args.model, pretrained=True, num_classes=args.num_classes, **_model_overrides(args))
+        except RuntimeError as e:  # timm: no pretrained weights for this name / tag
+            raise SystemExit(f'--model {args.model} --pretrained: {e}') from e
+        return model, args.model
+    if args.pretrained:
+        _logger.warning('--pretrained is ignored: the weights come from --checkpoint')
+
+    record = model_config_from_checkpoint(checkpoint)
+    if record is not None:
+        overrides = dict(architecture=args.model, num_classes=args.num_classes)
+        overrides.update({key: value for key, value in _model_overrides(args).items() if value is not None})
+        model = create_model_from_config(record, **overrides)
+        name = args.model or record['architecture']
+    elif args.model:
+        num_classes = args.num_classes or dataset_num_classes(dataset)
+        model = create_model(args.model, num_classes=num_classes, **_model_overrides(args))
+        name = args.model
+    else:
+        raise SystemExit(
+            f'--checkpoint {args.checkpoint} records no model configuration (a plain state dict or a '
+            'checkpoint not written by train.py): pass --model NAME (and --num-classes / --img-size / '
+            '--model-kwargs as it was trained)')
+
+    state_dict = select_state_dict(checkpoint, args.use_ema, args.checkpoint)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        detail = ' '.join(str(e).split())
+        raise SystemExit(
+            f'--checkpoint {args.checkpoint}: its weights do not fit {name} with {model.num_classes} classes'
+            f'{_describe_overrides(args)}; check --model, --num-classes, --img-size and --model-kwargs. {detail}'
+        ) from e
+    return model, name
+
+
+def _describe_overrides(args: argparse.Namespace) -> str:
+    given = {'--model': args.model, '--num-classes': args.num_classes, '--img-size': args.img_size}
+    given.update({f'--model-kwargs {key}': value for key, value in args.model_kwargs.items()})
+    shown = ', '.join(f'{flag} {value}' for flag, value in given.items() if value is not None)
+    return f' (given {shown})' if shown else ''
+
+
+def _recorded_img_size(checkpoint: Optional[Dict[str, Any]]) -> Optional[int]:
+    record = model_config_from_checkpoint(checkpoint) if checkpoint is not None else None
+    return (record or {}).get('model_kwargs', {}).get('img_size')
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation and results
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, amp_autocast=nullcontext,
+             log_freq: int = 10) -> Dict[str, float]:
+    """Loss, top-1 and top-5 (percentages) over `loader`, as `train.py` evaluates: timm's evaluator."""
+    model.eval()
+    evaluator = ClassificationEvaluator(device=device)
+    start = time.perf_counter()
+    for step, (input, target) in enumerate(loader):
+        input, target = input.to(device), target.to(device)
+        with amp_autocast():
+            output = model(input)
+        evaluator.update(output.float(), target)
+        if log_freq and (step % log_freq == 0 or step + 1 == len(loader)):
+            running = evaluator.summary()
+            rate = evaluator.num_samples / max(time.perf_counter() - start, 1e-9)
+            _logger.info(f'test [{step + 1}/{len(loader)}] {rate:.1f} img/s  loss {running["loss"]:.4f}  '
+                         f'top-1 {running["top1"]:.3f}  top-5 {running["top5"]:.3f}')
+    return evaluator.compute()
+
+
+def validate(args: argparse.Namespace) -> Dict[str, Any]:
+    """Validate the model the flags name; returns its result row."""
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    amp_autocast = nullcontext
+    if args.amp:
+        amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
+        amp_autocast = lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)  # noqa: E731
+    if args.use_ema and not args.checkpoint:
+        raise SystemExit('--use-ema needs --checkpoint (pretrained weights have no EMA copy)')
+
+    checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    resolve_run_defaults(args, checkpoint)
+    dataset = create_eval_dataset(args)
+    model, name = build_model(args, checkpoint, dataset)
+    param_count = sum(p.numel() for p in model.parameters())
+    dataset_classes = dataset_num_classes(dataset)
+    if not getattr(model, 'num_classes', 0):
+        raise SystemExit(f'{name} has no classifier (num_classes 0): pass --num-classes')
+    if dataset_classes and dataset_classes > model.num_classes:
+        raise SystemExit(f'--dataset {args.dataset} has {dataset_classes} classes, the model has '
+                         f'{model.num_classes}: pass a matching --num-classes or --dataset')
+    _logger.info(f'model {name}: {param_count:,} parameters'
+                 + (f', {"EMA" if args.use_ema else "main"} weights of {args.checkpoint}' if checkpoint else ''))
+
+    img_size = args.img_size or args.model_kwargs.get('img_size') or _recorded_img_size(checkpoint)
+    data_args = dict(vars(args), img_size=img_size)  # the size the model was built for
+    data_config = resolve_data_config(data_args, model=model, verbose=True)
+    model.to(device)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile)
+    loader = create_loader(
+        dataset, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=False,
+        interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'], mean=data_config['mean'],
+        std=data_config['std'], num_workers=args.workers, distributed=False, pin_memory=args.pin_mem,
+        device=device, use_prefetcher=False)
+
+    metrics = evaluate(model, loader, device, amp_autocast, args.log_freq)
+    top1, top5 = metrics['top1'], metrics['top5']
+    return OrderedDict(
+        model=name,
+        top1=round(top1, 4), top1_err=round(100 - top1, 4),
+        top5=round(top5, 4), top5_err=round(100 - top5, 4),
+        loss=round(metrics['loss'], 6),
+        param_count=round(param_count / 1e6, 2),
+        img_size=data_config['input_size'][-1],
+        crop_pct=data_config['crop_pct'],
+        interpolation=data_config['interpolation'],
+    )
+
+
+def write_results(path: str, rows: List[Dict[str, Any]], results_format: str = 'csv') -> None:
+    """Write the result rows to `path` as CSV (header + one row each) or JSON (a list of rows).
+
+    The file is written under a temporary name in the same folder, then renamed over `path`, so
+    readers see either the old file or the whole new one.
+    """
+    if results_format not in RESULTS_FORMATS:
+        raise ValueError(f'--results-format must be one of {RESULTS_FORMATS}, got {results_format!r}')
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(handle, 'w', newline='') as f:
+            if results_format == 'json':
+                json.dump(rows, f, indent=4)
+                f.write('\n')
+            else:
+                fieldnames = list(OrderedDict((key, None) for row in rows for key in row))
+                writer = csv.DictWriter(f, fieldnames=fieldnames, restval='')
+                writer.writeheader()
+                writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's mode
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """Validate; prints one line per model and returns the result rows."""
+    if not logging.root.handlers:
+        setup_default_logging()
+    args = parse_args(argv)
+    rows = [validate(args)]
+    for row in rows:
+        print(f'{row["model"]}: top-1 {row["top1"]:.3f}% (err {row["top1_err"]:.3f}), top-5 {row["top5"]:.3f}% '
+              f'(err {row["top5_err"]:.3f}), loss {row["loss"]:.4f}, {row["param_count"]}M parameters, '
+              f'{row["img_size"]}px crop {row["crop_pct"]} {row["interpolation"]}', flush=True)
+    if args.results_file:
+        write_results(args.results_file, rows, args.results_format)
+        _logger.info(f'results written to {args.results_file}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()
