@@ -110,7 +110,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--lr', type=float, default=2e-3, metavar='LR')
     group.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR')
     group.add_argument('--min-lr', type=float, default=1e-5, metavar='LR')
-    group.add_argument('--epochs', type=int, default=30, metavar='N')
+    group.add_argument('--epochs', type=int, default=20, metavar='N')
     group.add_argument('--start-epoch', default=None, type=int, metavar='N')
     group.add_argument('--decay-epochs', type=float, default=90, metavar='N')
     group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES')

@@ -263,7 +263,8 @@ class CCT(TokenMixupMixin, nn.Module):
                 raise ValueError(f"global_pool must be 'seq' or '', got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
-        device, dtype = self.norm.weight.device, self.norm.weight.dtype
+        reference = self.seq_pool.attention.weight  # survives prune_intermediate_layers, unlike the norm
+        device, dtype = reference.device, reference.dtype
         self.head = nn.Linear(self.embed_dim, num_classes, device=device, dtype=dtype) if num_classes > 0 \
             else nn.Identity()
         self.reset_scorenet_classifiers(num_classes)
@@ -376,7 +377,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: CCT) -> Dic
 
 
 def _create_cct(variant: str, pretrained: bool = False, **kwargs) -> CCT:
-    out_indices = kwargs.pop('out_indices', 3)
+    out_indices = kwargs.pop('out_indices', min(3, kwargs.get('depth', 7)))  # the last (up to) 3 blocks
     return build_model_with_cfg(
         CCT, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
@@ -396,8 +397,8 @@ _HTM_BLOCK, _VTM_BLOCK, _HTM_VTM_BLOCKS = 2, 2, (3, 2)
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     return {
-        'url': url, 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': None, 'crop_pct': 1.0,
-        'interpolation': 'bicubic', 'fixed_input_size': True, 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
+        'url': url, 'num_classes': 100, 'input_size': (3, 32, 32), 'pool_size': None, 'crop_pct': 1.0,
+        'interpolation': 'bicubic', 'fixed_input_size': True, 'mean': CIFAR100_MEAN, 'std': CIFAR100_STD,
         'first_conv': 'tokenizer.stages.0.conv', 'classifier': 'head', 'license': 'apache-2.0',
         **kwargs,
     }
@@ -424,9 +425,9 @@ _CCT_BASES = {  # name: (depth, cfg builder, extra tagged cfgs)
     'cct_6_3x1': (6, _cfg, {}),
     'cct_6_3x2': (6, _cfg, {}),
     'cct_7_3x1': (7, _cfg, {
-        'c100_300e': dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar100_300epochs.pth', num_classes=100,
-                          mean=CIFAR100_MEAN, std=CIFAR100_STD),
-        'c10_300e': dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar10_300epochs.pth', num_classes=10),
+        'c100_300e': dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar100_300epochs.pth'),
+        'c10_300e': dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar10_300epochs.pth', num_classes=10,
+                         mean=CIFAR10_MEAN, std=CIFAR10_STD),
     }),
     'cct_7_3x2': (7, _cfg, {}),
     'cct_7_7x2_224': (7, _cfg_224, {}),
