@@ -11,17 +11,11 @@ import torch
 import torch.nn as nn
 
 from .functional import (
-    MASK_REFERENCES, SALIENCY_REDUCTIONS, attention_saliency, horizontal_mix, pair_gain)
+    MASK_REFERENCES, SALIENCY_REDUCTIONS, _check_threshold, attention_saliency, horizontal_mix, pair_gain)
 from .scorenet import ScoreNet
 from .targets import as_soft_target
 
 __all__ = ['HorizontalTokenMixup', 'HorizontalTokenMixupResult']
-
-
-def _check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float('inf'):
-        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
-    return float(value)
 
 
 class HorizontalTokenMixupResult(NamedTuple):
@@ -63,9 +57,9 @@ class HorizontalTokenMixup(nn.Module):
             num_prefix_tokens: int = 0,
     ) -> None:
         super().__init__()
-        self.tau = _check_non_negative('tau', tau)
-        self.rho = _check_non_negative('rho', rho)
-        self.scorenet_lambda = _check_non_negative('scorenet_lambda', scorenet_lambda)
+        self.tau = _check_threshold('tau', tau)
+        self.rho = _check_threshold('rho', rho)
+        self.scorenet_lambda = _check_threshold('scorenet_lambda', scorenet_lambda)
         if not isinstance(scorenet_detach, bool):
             raise ValueError(f'scorenet_detach must be a bool, got {scorenet_detach!r}')
         if saliency not in SALIENCY_REDUCTIONS:
