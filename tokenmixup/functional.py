@@ -93,14 +93,19 @@ def _check_choice(name: str, value, choices: Tuple[str, ...]) -> str:
     return value
 
 
+def _check_matching_pair(first_name: str, first, second_name: str, second, layout: str) -> None:
+    """Two 2-D floating-point tensors of one shape (`layout`, e.g. '(B, T)') on one device."""
+    _require_tensor(first_name, first)
+    _require_tensor(second_name, second)
+    _require_shape(first_name, first, layout, first.ndim == 2)
+    _require_shape(second_name, second, f'{layout} = {tuple(first.shape)}', second.shape == first.shape)
+    _require_float(first_name, first)
+    _require_float(second_name, second)
+    _require_same_device(first_name, first, **{second_name: second})
+
+
 def _check_saliency_pair(s_own, s_partner) -> None:
-    _require_tensor('s_own', s_own)
-    _require_tensor('s_partner', s_partner)
-    _require_shape('s_own', s_own, '(B, T)', s_own.ndim == 2)
-    _require_shape('s_partner', s_partner, f'(B, T) = {tuple(s_own.shape)}', s_partner.shape == s_own.shape)
-    _require_float('s_own', s_own)
-    _require_float('s_partner', s_partner)
-    _require_same_device('s_own', s_own, s_partner=s_partner)
+    _check_matching_pair('s_own', s_own, 's_partner', s_partner, '(B, T)')
 
 
 def _target_tolerance(dtype: torch.dtype) -> float:
@@ -444,10 +449,5 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     Returns:
         (B,) float32 losses, differentiable with respect to `logits`.
     """
-    _require_tensor('logits', logits)
-    _require_tensor('target', target)
-    _require_shape('logits', logits, '(B, C)', logits.ndim == 2)
-    _require_shape('target', target, f'(B, C) = {tuple(logits.shape)}', target.shape == logits.shape)
-    _require_float('logits', logits)
-    _require_float('target', target)
+    _check_matching_pair('logits', logits, 'target', target, '(B, C)')
     return -(target.float() * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
