@@ -39,7 +39,7 @@ from timm.utils import (
 from timm.utils.clip_grad import dispatch_clip_grad
 
 import models  # noqa: F401  (registers the zoo with timm)
-from models.checkpoints import MODEL_CONFIG_KEY, describe_model, load_training_checkpoint
+from models.checkpoints import MODEL_CONFIG_KEY, describe_model, load_training_checkpoint, resolve_model_source
 from models.datasets import create_embedded_dataset, is_embedded_dataset
 from tokenmixup import TokenMixupOutput, one_hot_target
 
@@ -69,7 +69,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                        help='allow torchvision datasets to download (needs a network)')
 
     group = parser.add_argument_group('Model')
-    group.add_argument('--model', default='cct_2_3x2_htm_vtm', type=str, metavar='MODEL', help='registered model name')
+    group.add_argument('--model', default='cct_2_3x2_htm_vtm', type=str, metavar='MODEL',
+                       help='registered model name, or hf-hub:ORG/NAME / local-dir:DIR (a folder from hub.publish)')
     group.add_argument('--pretrained', action='store_true', default=False, help='start from pretrained weights')
     group.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH', help='load these weights first')
     group.add_argument('--resume', default='', type=str, metavar='PATH', help='resume a run from its checkpoint')
@@ -363,7 +364,8 @@ def build_model(args: argparse.Namespace, num_classes: int) -> Tuple[nn.Module, 
         checkpoint = load_training_checkpoint(args.initial_checkpoint)
         state_dict = checkpoint.get('state_dict', checkpoint)
         model.load_state_dict(state_dict)
-    return model, describe_model(model, args.model, model_kwargs)
+    architecture, recorded_kwargs = resolve_model_source(args.model, model_kwargs)  # hf-hub:/local-dir: names
+    return model, describe_model(model, architecture, recorded_kwargs)
 
 
 def create_datasets(args: argparse.Namespace):

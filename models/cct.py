@@ -437,7 +437,19 @@ _CCT_BASES = {  # name: (depth, cfg builder, extra tagged cfgs)
 }
 
 
-def _variant_cfgs() -> Dict[str, Dict[str, Any]]:
+# TokenMixup checkpoints published on the Hugging Face Hub (`python -m hub.publish`), by registered name:
+#     'cct_7_3x1_htm': {'c100_tokenmixup': dict(hf_hub_id='ORG/NAME', num_classes=100)},
+# Each becomes the tag `name.tag`, loaded from the repo's model.safetensors the way timm loads its own
+# weights (`hf_hub_id`); the cfg overrides the variant's (num_classes, input_size, mean, std, ...), and the
+# variant's TokenMixup defaults must be the settings the checkpoint was trained with (`hf-hub:ORG/NAME`
+# applies the repo's config.json for any settings). They come after the official release's tags, which
+# stay the default; on a name without official weights a published tag becomes the default. None are
+# published yet.
+PUBLISHED_CFGS: Dict[str, Dict[str, Dict[str, Any]]] = {}
+
+
+def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None) -> Dict[str, Dict[str, Any]]:
+    published = PUBLISHED_CFGS if published is None else published
     cfgs = {}
     for base, (depth, make_cfg, tagged) in _CCT_BASES.items():
         for suffix in ('', '_htm', '_vtm', '_htm_vtm'):
@@ -449,6 +461,8 @@ def _variant_cfgs() -> Dict[str, Dict[str, Any]]:
                     cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier))
             else:
                 cfgs[name] = make_cfg(classifier=classifier)
+            for tag, overrides in published.get(name, {}).items():
+                cfgs[f'{name}.{tag}'] = make_cfg(**dict(dict(classifier=classifier), **overrides))
     return cfgs
 
 

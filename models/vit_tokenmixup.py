@@ -153,11 +153,24 @@ def _timm_cfg(base: str, tag: str, htm_blocks: Sequence[int]) -> Dict[str, Any]:
     return cfg
 
 
-def _variant_cfgs() -> Dict[str, Dict[str, Any]]:
+# TokenMixup checkpoints published on the Hugging Face Hub (`python -m hub.publish`), by registered name:
+#     'vit_base_patch16_224_htm': {'in1k_tokenmixup': dict(hf_hub_id='ORG/NAME')},
+# Each becomes the tag `name.tag` after timm's default tag, loaded from the repo's model.safetensors the way
+# timm loads its own weights (`hf_hub_id`); the cfg starts from the base's timm cfg and the entry overrides
+# it. The variant's TokenMixup defaults must be the settings the checkpoint was trained with
+# (`hf-hub:ORG/NAME` applies the repo's config.json for any settings). None are published yet.
+PUBLISHED_CFGS: Dict[str, Dict[str, Dict[str, Any]]] = {}
+
+
+def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None) -> Dict[str, Dict[str, Any]]:
+    published = PUBLISHED_CFGS if published is None else published
     cfgs = {}
     for base, default_tag in _VIT_BASES.items():
         for suffix, htm_blocks in (('_htm', (_HTM_BLOCK,)), ('_vtm', ()), ('_htm_vtm', (_HTM_BLOCK,))):
             cfgs[f'{base}{suffix}.{default_tag}'] = _timm_cfg(base, default_tag, htm_blocks)
+            for tag, overrides in published.get(f'{base}{suffix}', {}).items():
+                source = dict(_timm_cfg(base, default_tag, htm_blocks), url='', hf_hub_id=None, custom_load=False)
+                cfgs[f'{base}{suffix}.{tag}'] = dict(source, **overrides)
     return cfgs
 
 
