@@ -31,13 +31,7 @@ QUICK_RUN = ['--epochs', '1', '--img-size', '16', '--batch-size', '64', '--worke
              '--no-progress', '--log-interval', '1000', '--experiment', 'run']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    """Tensors this small gain nothing from intra-op threads, and on small VMs they cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(autouse=True)
@@ -228,36 +222,17 @@ def test_vit_variant_default_pretrained_loads_timms_weights_from_the_hf_cache(hu
     assert any('scorenet' in key for key in loaded)
 
 
-# our key -> the official CCT release's key (as in test_zoo)
-OFFICIAL_CCT_KEYS = (
-    (r'^tokenizer\.stages\.(\d+)\.conv\.weight$', r'tokenizer.conv_layers.\1.0.weight'),
-    (r'^pos_embed$', 'classifier.positional_emb'),
-    (r'^seq_pool\.attention\.', 'classifier.attention_pool.'),
-    (r'^blocks\.(\d+)\.attn\.', r'classifier.blocks.\1.self_attn.'),
-    (r'^blocks\.(\d+)\.mlp\.fc1\.', r'classifier.blocks.\1.linear1.'),
-    (r'^blocks\.(\d+)\.mlp\.fc2\.', r'classifier.blocks.\1.linear2.'),
-    (r'^blocks\.(\d+)\.(pre_norm|norm1)\.', r'classifier.blocks.\1.\2.'),
-    (r'^norm\.', 'classifier.norm.'),
-    (r'^head\.', 'classifier.fc.'),
-)
 
 
-def _official_key(key: str) -> str:
-    for pattern, replacement in OFFICIAL_CCT_KEYS:
-        renamed = re.sub(pattern, replacement, key)
-        if renamed != key:
-            return renamed
-    raise AssertionError(f'no official name for {key}')
-
-
-def test_cct_variant_default_pretrained_loads_the_official_release_from_the_torch_hub_cache(monkeypatch, tmp_path):
+def test_cct_variant_default_pretrained_loads_the_official_release_from_the_torch_hub_cache(
+        monkeypatch, tmp_path, official_cct_layout):
     """cct_7_3x1_htm's default tag is the official c100_300e release URL; with its file in torch hub's
     cache (TORCH_HOME) timm's url path loads it without a download, through checkpoint_filter_fn."""
     source = timm.create_model('cct_7_3x1').eval()
     url = timm.models.get_pretrained_cfg('cct_7_3x1_htm').url
     cache = tmp_path / 'torch' / 'hub' / 'checkpoints'
     cache.mkdir(parents=True)
-    official = {_official_key(key): value for key, value in source.state_dict().items()}
+    official = official_cct_layout(source.state_dict())
     torch.save(official, cache / url.rsplit('/', 1)[-1])
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     model = timm.create_model('cct_7_3x1_htm', pretrained=True).eval()

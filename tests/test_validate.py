@@ -29,13 +29,7 @@ def _train(output: Path, *extra: str) -> dict:
     return {'checkpoint': str(run_dir / 'last.pth.tar'), 'summary': last_row}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    """Tensors this small gain nothing from intra-op threads, and on small VMs they cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

@@ -567,34 +567,13 @@ def test_timm_vit_weights_missing_a_trunk_key_fail_to_load(tmp_path, vit_tiny_ch
         timm.create_model('vit_tiny_patch16_224_htm', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 
-# our key -> the official CCT release's key
-OFFICIAL_CCT_KEYS = (
-    (r'^tokenizer\.stages\.(\d+)\.conv\.weight$', r'tokenizer.conv_layers.\1.0.weight'),
-    (r'^pos_embed$', 'classifier.positional_emb'),
-    (r'^seq_pool\.attention\.', 'classifier.attention_pool.'),
-    (r'^blocks\.(\d+)\.attn\.', r'classifier.blocks.\1.self_attn.'),
-    (r'^blocks\.(\d+)\.mlp\.fc1\.', r'classifier.blocks.\1.linear1.'),
-    (r'^blocks\.(\d+)\.mlp\.fc2\.', r'classifier.blocks.\1.linear2.'),
-    (r'^blocks\.(\d+)\.(pre_norm|norm1)\.', r'classifier.blocks.\1.\2.'),
-    (r'^norm\.', 'classifier.norm.'),
-    (r'^head\.', 'classifier.fc.'),
-)
-
-
-def _official_key(key: str) -> str:
-    for pattern, replacement in OFFICIAL_CCT_KEYS:
-        renamed = re.sub(pattern, replacement, key)
-        if renamed != key:
-            return renamed
-    raise AssertionError(f'no official name for {key}')
-
 
 @pytest.fixture(scope='module')
-def official_cct_checkpoint(tmp_path_factory):
+def official_cct_checkpoint(tmp_path_factory, official_cct_layout):
     """A cct_7_3x1 (100 classes) saved in the official CCT key layout, its source model and an input."""
     torch.manual_seed(3)
     source = timm.create_model('cct_7_3x1').eval()
-    official = {_official_key(key): value for key, value in source.state_dict().items()}
+    official = official_cct_layout(source.state_dict())
     assert len(official) == len(source.state_dict())
     path = tmp_path_factory.mktemp('cct') / 'cct_7_3x1_32_cifar100_300epochs.pth'
     torch.save(official, path)
