@@ -36,12 +36,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 from timm.data import create_dataset, create_loader, resolve_data_config
-from timm.models import clean_state_dict, create_model
+from timm.models import create_model
 from timm.task import ClassificationEvaluator
 from timm.utils import ParseKwargs, setup_default_logging
 
 import models  # noqa: F401  (registers the zoo with timm)
-from models.checkpoints import create_model_from_config, load_training_checkpoint, model_config_from_checkpoint
+from models import checkpoints
+from models.checkpoints import create_model_from_config, model_config_from_checkpoint
 from models.datasets import create_embedded_dataset, is_embedded_dataset
 from train import dataset_num_classes
 
@@ -115,35 +116,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
     """The checkpoint dict at `path` (loaded on the CPU without executing code)."""
-    if os.path.isdir(path):
-        example = os.path.join(path, 'last.pth.tar')
-        raise SystemExit(f'--checkpoint {path} is a folder: name a file in it, e.g. {example}')
-    if not os.path.isfile(path):
-        raise SystemExit(f'--checkpoint {path}: no such file')
     try:
-        return load_training_checkpoint(path)
-    except Exception as e:  # torch.load raises several types for files that are no checkpoint
-        raise SystemExit(f'--checkpoint {path}: cannot read it as a checkpoint ({type(e).__name__}: {e})') from e
+        return checkpoints.read_checkpoint(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f'--checkpoint {e}') from e
 
 
 def select_state_dict(checkpoint: Dict[str, Any], use_ema: bool, path: str) -> Dict[str, torch.Tensor]:
-    """The model weights of `checkpoint`: its EMA weights with `use_ema`, else its main ones.
-
-    Understands `train.py` / timm checkpoints ('state_dict', 'state_dict_ema'), checkpoints that use
-    'model' / 'model_ema', and plain state dicts; strips DataParallel/DDP 'module.' prefixes.
-    """
-    if use_ema:
-        for key in ('state_dict_ema', 'model_ema'):
-            if isinstance(checkpoint.get(key), dict):
-                return clean_state_dict(checkpoint[key])
-        raise SystemExit(
-            f'--use-ema: {path} holds no EMA weights (no state_dict_ema); train with --model-ema, or drop --use-ema')
-    for key in ('state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            return clean_state_dict(checkpoint[key])
-    if not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
-        raise SystemExit(f'--checkpoint {path}: no model weights found (keys {sorted(checkpoint)[:8]})')
-    return clean_state_dict(checkpoint)
+    """The model weights of `checkpoint`: its EMA weights with `use_ema`, else its main ones."""
+    try:
+        return checkpoints.checkpoint_weights(checkpoint, use_ema)
+    except ValueError as e:
+        raise SystemExit(f'{"--use-ema" if use_ema else "--checkpoint"}: {path} {e}') from e
 
 
 def resolve_run_defaults(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]]) -> None:

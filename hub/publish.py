@@ -46,14 +46,14 @@ import torch.nn as nn
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from timm.data import resolve_data_config
-from timm.models import clean_state_dict, get_pretrained_cfg, split_model_name_tag
+from timm.models import get_pretrained_cfg, split_model_name_tag
 from timm.models._pretrained import filter_pretrained_cfg
 from timm.utils import ParseKwargs
 
 import models  # noqa: F401  (registers the zoo with timm)
 from models import TOKENMIXUP_KWARGS
-from models.checkpoints import (
-    describe_model, load_training_checkpoint, model_config_from_checkpoint, resolve_model_source)
+from models import checkpoints
+from models.checkpoints import describe_model, is_plain_state_dict, model_config_from_checkpoint, resolve_model_source
 from models.datasets import EmbeddedDigits
 
 from .card import CardInputs, render_model_card
@@ -158,34 +158,18 @@ def read_results(path: str) -> List[Dict[str, Any]]:
 # the model
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    if os.path.isdir(path):
-        raise SystemExit(f'CHECKPOINT {path} is a folder: name a file in it, e.g. {os.path.join(path, "last.pth.tar")}')
-    if not os.path.isfile(path):
-        raise SystemExit(f'CHECKPOINT {path}: no such file')
     try:
-        return load_training_checkpoint(path)
-    except Exception as e:  # torch.load raises several types for files that are no checkpoint
-        raise SystemExit(f'CHECKPOINT {path}: cannot read it as a checkpoint ({type(e).__name__}: {e})') from e
-
-
-def is_plain_state_dict(checkpoint: Dict[str, Any]) -> bool:
-    return bool(checkpoint) and all(isinstance(value, torch.Tensor) for value in checkpoint.values())
+        return checkpoints.read_checkpoint(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f'CHECKPOINT {e}') from e
 
 
 def select_state_dict(checkpoint: Dict[str, Any], use_ema: bool, path: str) -> Dict[str, torch.Tensor]:
     """The checkpoint's main weights, or its EMA weights with `use_ema`; 'module.' prefixes stripped."""
-    if is_plain_state_dict(checkpoint):
-        if use_ema:
-            raise SystemExit(f'--use-ema: {path} is a plain state dict, with no EMA weights; drop --use-ema')
-        return clean_state_dict(checkpoint)
-    keys = ('state_dict_ema', 'model_ema') if use_ema else ('state_dict', 'model')
-    for key in keys:
-        if isinstance(checkpoint.get(key), dict):
-            return clean_state_dict(checkpoint[key])
-    if use_ema:
-        raise SystemExit(f'--use-ema: {path} holds no EMA weights (no state_dict_ema; train with --model-ema), '
-                         'or drop --use-ema')
-    raise SystemExit(f'CHECKPOINT {path}: no model weights found (no state_dict; keys {sorted(checkpoint)[:8]})')
+    try:
+        return checkpoints.checkpoint_weights(checkpoint, use_ema)
+    except ValueError as e:
+        raise SystemExit(f'{"--use-ema" if use_ema else "CHECKPOINT"}: {path} {e}') from e
 
 
 def _classes_in_weights(architecture: str, state_dict: Dict[str, torch.Tensor]) -> Optional[int]:

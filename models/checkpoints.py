@@ -7,17 +7,20 @@ from a Hub or local folder (`hf-hub:ORG/NAME`, `local-dir:DIR`) is recorded unde
 architecture, with the arguments of the folder's config.json.
 """
 import argparse
+import os
 from dataclasses import asdict
 from typing import Any, Dict, Optional, Tuple
 
 import timm
 import torch
 import torch.nn as nn
+from timm.models import clean_state_dict
 from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 
 __all__ = [
     'MODEL_CONFIG_KEY', 'describe_model', 'load_training_checkpoint', 'create_model_from_config',
-    'model_config_from_checkpoint', 'resolve_model_source',
+    'model_config_from_checkpoint', 'resolve_model_source', 'read_checkpoint', 'is_plain_state_dict',
+    'checkpoint_weights',
 ]
 
 MODEL_CONFIG_KEY = 'model_config'
@@ -46,6 +49,45 @@ def load_training_checkpoint(path: str) -> Dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise ValueError(f'{path} does not hold a checkpoint dict or a state dict')
     return checkpoint
+
+
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """`load_training_checkpoint` with errors that say what is wrong with `path`.
+
+    Raises IsADirectoryError for a folder, FileNotFoundError for a missing file and ValueError for a
+    file that is not a checkpoint; each message starts with the path.
+    """
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'{path} is a folder: name a file in it, e.g. {os.path.join(path, "last.pth.tar")}')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: no such file')
+    try:
+        return load_training_checkpoint(path)
+    except Exception as e:  # torch.load raises several types for files that are no checkpoint
+        raise ValueError(f'{path}: cannot read it as a checkpoint ({type(e).__name__}: {e})') from e
+
+
+def is_plain_state_dict(checkpoint: Dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint is only weights (no training record)."""
+    return bool(checkpoint) and all(isinstance(value, torch.Tensor) for value in checkpoint.values())
+
+
+def checkpoint_weights(checkpoint: Dict[str, Any], use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """The model weights of a loaded checkpoint: its EMA weights with `use_ema`, else its main ones.
+
+    Understands `train.py` / timm checkpoints ('state_dict', 'state_dict_ema'), checkpoints that use
+    'model' / 'model_ema', and plain state dicts; strips DataParallel/DDP 'module.' prefixes. Raises
+    ValueError when the weights asked for are not there.
+    """
+    keys = ('state_dict_ema', 'model_ema') if use_ema else ('state_dict', 'model')
+    for key in keys:
+        if isinstance(checkpoint.get(key), dict):
+            return clean_state_dict(checkpoint[key])
+    if use_ema:
+        raise ValueError('holds no EMA weights (no state_dict_ema; train with --model-ema)')
+    if not is_plain_state_dict(checkpoint):
+        raise ValueError(f'holds no model weights (no state_dict; keys {sorted(checkpoint)[:8]})')
+    return clean_state_dict(checkpoint)
 
 
 def create_model_from_config(config: Dict[str, Any], **overrides: Any) -> nn.Module:
