@@ -232,3 +232,15 @@ def test_torchrun_two_processes_gloo_write_one_summary(tmp_path):
     rows = _summary(tmp_path / 'train' / 'ddp')
     assert len(rows) == 1 and float(rows[0]['eval_top1']) >= 0
     assert 'process 1 of 2' in completed.stderr + completed.stdout
+
+
+def test_tokenmixup_flags_map_to_model_kwargs_and_an_empty_list_disables():
+    """--htm-layers with no value disables HTM (SPEC 2.4: an empty tuple); other flags reach the model."""
+    args = train.parse_args(['--htm-layers', '--vtm-layers', '1', '--kappa', '4', '--no-vtm-detach',
+                             '--mask-reference', 'first'])
+    model, record = train.build_model(args, num_classes=10)
+    settings = model.tokenmixup_cfg
+    assert settings.htm_layers == () and settings.vtm_layers == (1,) and settings.kappa == 4
+    assert settings.mask_reference == 'first' and settings.vtm_detach is False
+    assert not any('scorenet' in name for name, _ in model.named_parameters())
+    assert record['model_kwargs']['htm_layers'] == [] and record['model_kwargs']['kappa'] == 4
