@@ -114,20 +114,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------
 # checkpoint, dataset and model
 
-def read_checkpoint(path: str) -> Dict[str, Any]:
-    """The checkpoint dict at `path` (loaded on the CPU without executing code)."""
+def read_checkpoint(path: str, flag: str = '--checkpoint') -> Dict[str, Any]:
+    """The checkpoint dict at `path` (loaded on the CPU without executing code); errors name `flag`."""
     try:
         return checkpoints.read_checkpoint(path)
     except (OSError, ValueError) as e:
-        raise SystemExit(f'--checkpoint {e}') from e
+        raise SystemExit(f'{flag} {e}') from e
 
 
-def select_state_dict(checkpoint: Dict[str, Any], use_ema: bool, path: str) -> Dict[str, torch.Tensor]:
+def select_state_dict(checkpoint: Dict[str, Any], use_ema: bool, path: str,
+                      flag: str = '--checkpoint') -> Dict[str, torch.Tensor]:
     """The model weights of `checkpoint`: its EMA weights with `use_ema`, else its main ones."""
     try:
         return checkpoints.checkpoint_weights(checkpoint, use_ema)
     except ValueError as e:
-        raise SystemExit(f'{"--use-ema" if use_ema else "--checkpoint"}: {path} {e}') from e
+        raise SystemExit(f'{"--use-ema" if use_ema else flag}: {path} {e}') from e
 
 
 def resolve_run_defaults(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]]) -> None:

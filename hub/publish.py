@@ -52,9 +52,10 @@ from timm.utils import ParseKwargs
 
 import models  # noqa: F401  (registers the zoo with timm)
 from models import TOKENMIXUP_KWARGS
-from models import checkpoints
 from models.checkpoints import describe_model, is_plain_state_dict, model_config_from_checkpoint, resolve_model_source
 from models.datasets import EmbeddedDigits
+
+from validate import read_checkpoint, select_state_dict  # a tool beside this one, at the repository root
 
 from .card import CardInputs, render_model_card
 
@@ -156,21 +157,6 @@ def read_results(path: str) -> List[Dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------
 # the model
-
-def read_checkpoint(path: str) -> Dict[str, Any]:
-    try:
-        return checkpoints.read_checkpoint(path)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f'CHECKPOINT {e}') from e
-
-
-def select_state_dict(checkpoint: Dict[str, Any], use_ema: bool, path: str) -> Dict[str, torch.Tensor]:
-    """The checkpoint's main weights, or its EMA weights with `use_ema`; 'module.' prefixes stripped."""
-    try:
-        return checkpoints.checkpoint_weights(checkpoint, use_ema)
-    except ValueError as e:
-        raise SystemExit(f'{"--use-ema" if use_ema else "CHECKPOINT"}: {path} {e}') from e
-
 
 def _classes_in_weights(architecture: str, state_dict: Dict[str, torch.Tensor]) -> Optional[int]:
     """The class count of the classifier weight in `state_dict`, for the classifier `architecture` names."""
@@ -432,8 +418,8 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
     token = None if args.no_push else resolve_token(args.token)
     results = read_results(args.results_file) if args.results_file else []
 
-    checkpoint = read_checkpoint(args.checkpoint)
-    state_dict = select_state_dict(checkpoint, args.use_ema, args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint, flag='CHECKPOINT')
+    state_dict = select_state_dict(checkpoint, args.use_ema, args.checkpoint, flag='CHECKPOINT')
     train_args = checkpoint.get('args') if isinstance(checkpoint.get('args'), argparse.Namespace) else None
     config = resolve_model_config(checkpoint, state_dict, args.model, args.model_kwargs, args.checkpoint)
     model = build_model(config, state_dict, args.model_kwargs, args.checkpoint)
