@@ -276,11 +276,20 @@ class AtomicCheckpointSaver(CheckpointSaver):
         torch.save(save_state, save_path)  # save_path is a temp name; the caller renames it
 
     def _duplicate(self, src: str, dst: str) -> None:
-        # a hard link is atomic; a copy goes to a temp file in the target folder first
+        # a hard link (or, where links fail, a copy) goes to a temp name first and is renamed over dst, so
+        # dst is either the old file or the whole new one (timm's version copies straight into dst)
         if self.can_hardlink:
-            super()._duplicate(src, dst)
-            if self.can_hardlink:
+            link = f'{dst}.link.tmp'
+            try:
+                if os.path.exists(link):
+                    os.remove(link)
+                os.link(src, link)
+                os.replace(link, dst)
                 return
+            except (OSError, NotImplementedError):
+                self.can_hardlink = False
+                if os.path.exists(link):
+                    os.remove(link)
         _atomic_copy(src, dst)
 
 

@@ -244,3 +244,22 @@ def test_tokenmixup_flags_map_to_model_kwargs_and_an_empty_list_disables():
     assert settings.mask_reference == 'first' and settings.vtm_detach is False
     assert not any('scorenet' in name for name, _ in model.named_parameters())
     assert record['model_kwargs']['htm_layers'] == [] and record['model_kwargs']['kappa'] == 4
+
+
+@pytest.mark.parametrize('links_work', [True, False], ids=['hard-link', 'copy'])
+def test_checkpoint_duplicates_replace_the_target_whole(tmp_path, monkeypatch, links_work):
+    """checkpoint-N / model_best copies of last.pth.tar go to a temp name and are renamed over the target,
+    whether the filesystem allows hard links or not; no temp file is left behind."""
+    if not links_work:
+        def no_links(src, dst):
+            raise OSError('no hard links here')
+        monkeypatch.setattr(os, 'link', no_links)
+    saver = train.AtomicCheckpointSaver.__new__(train.AtomicCheckpointSaver)
+    saver.can_hardlink = True
+    source, target = tmp_path / 'last.pth.tar', tmp_path / 'model_best.pth.tar'
+    source.write_bytes(b'new checkpoint')
+    target.write_bytes(b'old checkpoint')
+    saver._duplicate(str(source), str(target))
+    assert target.read_bytes() == b'new checkpoint'
+    assert saver.can_hardlink is links_work
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['last.pth.tar', 'model_best.pth.tar']
