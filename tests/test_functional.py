@@ -1,4 +1,4 @@
-"""The functional API of TokenMixup (SPEC.md 2.1, 2.2, 2.5; paper Eq. 3, 6, 7, 9, 10, 11).
+"""The functional API of TokenMixup (docs/design.md §2.1, §2.2, §2.5; paper Eq. 3, 6, 7, 9, 10, 11).
 
 Each test states one behaviour. Hand examples use dyadic floats (0.5, 0.25, 0.125, ...) so that
 every comparison with a hand-computed value is exact; the random tests compare against a
@@ -27,7 +27,7 @@ def _t(values, dtype=torch.float32):
 
 
 # =============================================================================================
-# attention_saliency (SPEC 2.1, paper Eq. 3)
+# attention_saliency (docs/design.md §2.1, paper Eq. 3)
 
 def _attention():
     """A (1, 2, 4, 4) attention map, B=1, H=2, Q=N=4, rows summing to 1.
@@ -91,7 +91,7 @@ def test_saliency_is_float32_for_half_precision_attention(dtype, reduce):
 
 @pytest.mark.parametrize('reduce', ['mean', 'cls'])
 def test_saliency_carries_no_gradient(reduce):
-    """Saliency is read 'without gradient' (SPEC 2.1)."""
+    """Saliency is read 'without gradient' (docs/design.md §2.1)."""
     attn = _attention().requires_grad_()
     saliency = attention_saliency(attn, 1, reduce)
     assert not saliency.requires_grad
@@ -251,7 +251,7 @@ def test_partners_reject_bad_gain(gain, match):
 
 
 # =============================================================================================
-# horizontal_mix (paper Eq. 6-11, Alg. 1; SPEC 2.2)
+# horizontal_mix (paper Eq. 6-11, Alg. 1; docs/design.md §2.2)
 
 RHO = 0.125
 
@@ -314,7 +314,7 @@ def test_mix_labels_eq11_weight_kept_own_saliency_against_taken_partner_saliency
 
 @pytest.mark.parametrize('prefix', [1, 2])
 def test_mix_never_touches_prefix_tokens_and_shifts_the_mask_by_p(prefix):
-    """Prefix tokens are never mixed; mask column t is token P + t (SPEC 2.2 step 6)."""
+    """Prefix tokens are never mixed; mask column t is token P + t (docs/design.md §2.2 step 6)."""
     x, y, saliency, easy = _hand_batch(prefix)
     out = horizontal_mix(x, y, saliency, easy, RHO, num_prefix_tokens=prefix)
     expected = x.clone()
@@ -354,7 +354,7 @@ def test_mix_replaced_tokens_are_the_partners_pre_mix_tokens():
 
 
 def test_mix_without_easy_samples_returns_inputs_unchanged():
-    """No easy sample: tokens and labels pass unchanged (SPEC 2.2)."""
+    """No easy sample: tokens and labels pass unchanged (docs/design.md §2.2)."""
     x, y, saliency = torch.randn(4, 5, 3), torch.softmax(torch.randn(4, 6), -1), torch.rand(4, 5)
     out = horizontal_mix(x, y, saliency, torch.zeros(4, dtype=torch.bool), 0.0)
     assert torch.equal(out.x, x)
@@ -381,7 +381,7 @@ def test_mix_all_easy_pair_swaps_tokens():
 
 
 def test_mix_batch_of_one_self_matches_and_changes_nothing():
-    """Self-matching is allowed and replaces nothing (SPEC 2.2 step 4): S[i] - S[i] = 0 <= rho."""
+    """Self-matching is allowed and replaces nothing (docs/design.md §2.2 step 4): S[i] - S[i] = 0 <= rho."""
     x, y = torch.randn(1, 4, 3), _t([[0.25, 0.75]])
     for rho in (0.0, RHO):
         out = horizontal_mix(x, y, torch.rand(1, 4), torch.tensor([True]), rho)
@@ -447,7 +447,7 @@ def test_mix_partners_of_easy_rows_are_distinct_on_random_batches():
 
 
 def test_mix_float64_targets_of_rows_that_are_not_mixed_are_unchanged():
-    """Samples that are not easy are left untouched (SPEC 2.2 step 8): float64 targets included.
+    """Samples that are not easy are left untouched (docs/design.md §2.2 step 8): float64 targets included.
 
     y (B, C) may be any float dtype and comes back in y's dtype; a row that mixes nothing must
     come back bit for bit, not rounded through float32 (1/3 and 0.1 are not float32 values).
@@ -463,7 +463,7 @@ def test_mix_float64_targets_of_rows_that_are_not_mixed_are_unchanged():
 
 
 def test_mix_zero_label_weight_a_plus_b_zero_keeps_the_label():
-    """Eq. 11 is undefined when a + b = 0; y_i is kept (SPEC 2.2 step 7).
+    """Eq. 11 is undefined when a + b = 0; y_i is kept (docs/design.md §2.2 step 7).
 
     rho = 0, S[0] = [-.5, 0] easy, S[1] = [0, 0]: token 0 is replaced (0 > -.5) but b = S[1, 0] = 0
     and a = S[0, 1] = 0, so the tokens mix while the label stays y_0 (finite, no 0/0).
@@ -487,7 +487,7 @@ def test_mix_all_zero_saliency_gives_finite_unchanged_labels():
 
 def test_mix_keeps_batch_order_non_easy_rows_identical():
     """Alg. 1 line 8: mixed samples are restored in place; rows that are not easy are untouched,
-    have an all-False mask and report their own index as partner (SPEC 2.2 step 8, 2.5)."""
+    have an all-False mask and report their own index as partner (docs/design.md §2.2 step 8, §2.5)."""
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(8, 7, 3, generator=generator)
     y = torch.softmax(torch.randn(8, 5, generator=generator), -1)
@@ -670,7 +670,7 @@ def test_mix_matches_reference_implementation(seed, mask_reference):
 
 
 # ---------------------------------------------------------------------------------------------
-# horizontal_mix argument checks (SPEC 2.5: ValueError naming the argument and the shapes)
+# horizontal_mix argument checks (docs/design.md §2.5: ValueError naming the argument and the shapes)
 
 def _valid_args(**overrides):
     args = dict(x=torch.randn(3, 5, 2), y=torch.full((3, 4), 0.25), saliency=torch.rand(3, 4),
@@ -742,7 +742,7 @@ def test_mix_rejects_an_argument_on_another_device(name):
 
 
 # ---------------------------------------------------------------------------------------------
-# horizontal_mix makes one device-to-host copy (SPEC 2.2, 2.5, 5)
+# horizontal_mix makes one device-to-host copy (docs/design.md §2.2, §2.5, §9)
 
 @pytest.mark.parametrize('easy', [[True, False, True, True, False, True], [False] * 6],
                          ids=['some-easy', 'none-easy'])
@@ -843,7 +843,7 @@ def test_select_gradient_flows_into_the_selected_tokens():
 
 @pytest.mark.parametrize('kappa', [0, 5, -1, True, 2.0])
 def test_select_rejects_kappa_outside_1_to_t(kappa):
-    """SPEC 2.5: ValueError unless 1 <= kappa <= T (T = 4 here; bool and float are not ints)."""
+    """docs/design.md §2.5: ValueError unless 1 <= kappa <= T (T = 4 here; bool and float are not ints)."""
     with pytest.raises(ValueError, match='kappa'):
         select_salient_tokens(torch.randn(2, 5, 3), torch.rand(2, 4), kappa, num_prefix_tokens=1)
 
@@ -894,7 +894,7 @@ def test_soft_cross_entropy_rejects_mismatched_target():
 
 
 # =============================================================================================
-# one_hot_target and as_soft_target (tokenmixup/targets.py; SPEC 2)
+# one_hot_target and as_soft_target (tokenmixup/targets.py; docs/design.md §2)
 
 def test_one_hot_target_values():
     target = one_hot_target(torch.tensor([2, 0]), 3)
@@ -937,7 +937,7 @@ def test_as_soft_target_rejects_soft_targets_with_another_class_count():
 
 
 # ---------------------------------------------------------------------------------------------
-# the composable equations validate their arguments too (SPEC 2.5: every function validates)
+# the composable equations validate their arguments too (docs/design.md §2.5: every function validates)
 
 _S = torch.full((2, 3), 1 / 3)
 

@@ -1,4 +1,4 @@
-"""HorizontalTokenMixup: the HTM module in front of a block (SPEC 2.2, paper Alg. 1)."""
+"""HorizontalTokenMixup: the HTM module in front of a block (docs/design.md §2.2, paper Alg. 1)."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from tokenmixup import HorizontalTokenMixup, ScoreNet
 
-STATS_KEYS = {'easy', 'mixed', 'replaced_tokens', 'difficulty_min', 'difficulty_mean', 'gain_max', 'gain_mean'}
+STATS_KEYS = {'easy_samples', 'mixed_samples', 'replaced_tokens', 'difficulty', 'difficulty_min', 'gain', 'gain_max'}
 
 
 def _random_saliency(batch_size: int, num_tokens: int) -> torch.Tensor:
@@ -84,25 +84,26 @@ def test_hand_example_statistics():
     gain_max / gain_mean over the chosen pairs of easy samples: 0.26 and (0.26 + 0.08) / 2."""
     stats = _hand_module()(_hand_tokens(), F.one_hot(HAND_LABELS, 2).float(), HAND_SALIENCY).stats
     expected = {
-        'easy': 2.0,
-        'mixed': 2.0,
+        'easy_samples': 2.0,
+        'mixed_samples': 2.0,
         'replaced_tokens': 1.5,
+        'difficulty': (2 * EASY_CE + HARD_CE) / 3,
         'difficulty_min': EASY_CE,
-        'difficulty_mean': (2 * EASY_CE + HARD_CE) / 3,
+        'gain': 0.17,
         'gain_max': 0.26,
-        'gain_mean': 0.17,
     }
-    assert set(stats) == set(expected)
+    assert stats.mask.shape == (0,) and stats.partner.shape == (0,)  # only with return_mix
     for key, value in expected.items():
-        torch.testing.assert_close(stats[key], torch.tensor(value), msg=key)
+        torch.testing.assert_close(getattr(stats, key), torch.tensor(value), msg=key)
 
 
 def test_statistics_are_exactly_the_seven_documented_scalar_float_tensors():
-    """SPEC 2.2: statistics are returned as tensors (never synced), one 0-dim float32 tensor per key."""
+    """docs/design.md §2.2: statistics are returned as tensors (never synced), one 0-dim float32 tensor per key."""
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=1e9, rho=0.0).train()
     stats = htm(torch.randn(6, 7, 8), _soft_target(6, 5), _random_saliency(6, 7)).stats
-    assert set(stats) == STATS_KEYS
-    for key, value in stats.items():
+    values = {key: value for key, value in stats._asdict().items() if key not in ('mask', 'partner')}
+    assert set(values) == STATS_KEYS
+    for key, value in values.items():
         assert isinstance(value, torch.Tensor), key
         assert value.ndim == 0 and value.dtype == torch.float32, key
 
@@ -114,7 +115,7 @@ def test_hand_example_loss_is_lambda_times_mean_difficulty():
 
 
 def test_mask_reference_first_compares_against_the_first_easy_sample():
-    """SPEC 2.2 step 5, mask_reference='first': row 2's mask is built against S0 (the first easy sample)
+    """docs/design.md §2.2 step 5, mask_reference='first': row 2's mask is built against S0 (the first easy sample)
     instead of S2: S0 - S0 > rho nowhere, so row 2 replaces nothing, and row 0 (its own reference) is as before."""
     x = _hand_tokens()
     result = _hand_module(mask_reference='first')(x, F.one_hot(HAND_LABELS, 2).float(), HAND_SALIENCY)
@@ -122,13 +123,13 @@ def test_mask_reference_first_compares_against_the_first_easy_sample():
     expected[0, 2:] = x[1, 2:]
     torch.testing.assert_close(result.x, expected, rtol=0, atol=0)
     # an easy sample that replaced nothing is not 'mixed': replaced_tokens = mask.sum() / mixed = 2 / 1
-    torch.testing.assert_close(result.stats['easy'], torch.tensor(2.0))
-    torch.testing.assert_close(result.stats['mixed'], torch.tensor(1.0))
-    torch.testing.assert_close(result.stats['replaced_tokens'], torch.tensor(2.0))
+    torch.testing.assert_close(result.stats.easy_samples, torch.tensor(2.0))
+    torch.testing.assert_close(result.stats.mixed_samples, torch.tensor(1.0))
+    torch.testing.assert_close(result.stats.replaced_tokens, torch.tensor(2.0))
 
 
 # ---------------------------------------------------------------------------------------------
-# parameters and buffers (SPEC 2.4)
+# parameters and buffers (docs/design.md §3)
 
 @pytest.mark.parametrize('pool, prefix, saliency', [('attn', 0, 'mean'), ('avg', 0, 'mean'), ('cls', 1, 'cls')])
 def test_every_parameter_name_contains_scorenet_and_there_are_no_buffers(pool, prefix, saliency):
@@ -147,13 +148,13 @@ def test_tau_zero_mixes_nothing_because_cross_entropy_is_never_negative():
     result = htm(x, target, _random_saliency(6, 7))
     assert torch.equal(result.x, x)
     assert torch.equal(result.target, target)
-    assert result.stats['easy'].item() == 0
-    assert result.stats['mixed'].item() == 0
-    assert result.stats['replaced_tokens'].item() == 0
+    assert result.stats.easy_samples.item() == 0
+    assert result.stats.mixed_samples.item() == 0
+    assert result.stats.replaced_tokens.item() == 0
 
 
 def test_no_easy_sample_still_returns_the_scorenet_loss():
-    """SPEC 2.2: no easy sample -> tokens and labels pass unchanged, but the ScoreNet loss still counts."""
+    """docs/design.md §2.2: no easy sample -> tokens and labels pass unchanged, but the ScoreNet loss still counts."""
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=0.0, scorenet_lambda=1.0).train()
     result = htm(torch.randn(6, 7, 8), _soft_target(6, 5), _random_saliency(6, 7))
     assert result.loss.item() > 0
@@ -164,25 +165,25 @@ def test_huge_tau_with_rho_zero_mixes_when_saliencies_differ():
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=1e9, rho=0.0).train()
     x, target = torch.randn(6, 7, 8), _soft_target(6, 5)
     result = htm(x, target, _random_saliency(6, 7))
-    assert result.stats['easy'].item() == 6
-    assert result.stats['mixed'].item() > 0
-    assert result.stats['replaced_tokens'].item() > 0
+    assert result.stats.easy_samples.item() == 6
+    assert result.stats.mixed_samples.item() > 0
+    assert result.stats.replaced_tokens.item() > 0
     assert not torch.equal(result.x, x)
     assert not torch.equal(result.target, target)
 
 
 def test_prefix_tokens_are_never_mixed():
-    """SPEC 2.2 step 6: prefix tokens are kept."""
+    """docs/design.md §2.2 step 6: prefix tokens are kept."""
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=1e9, rho=0.0, saliency='cls',
                                scorenet_pool='cls', num_prefix_tokens=2).train()
     x = torch.randn(6, 9, 8)
     result = htm(x, _soft_target(6, 5), _random_saliency(6, 7))
-    assert result.stats['mixed'].item() > 0
+    assert result.stats.mixed_samples.item() > 0
     assert torch.equal(result.x[:, :2], x[:, :2])
 
 
 def test_batch_keeps_its_order_and_only_easy_rows_change():
-    """SPEC 2.2 step 8: the batch keeps its order; a hard sample comes back unchanged at its own index."""
+    """docs/design.md §2.2 step 8: the batch keeps its order; a hard sample comes back unchanged at its own index."""
     htm = _hand_module()
     x = _hand_tokens()
     target = F.one_hot(HAND_LABELS, 2).float()
@@ -192,7 +193,7 @@ def test_batch_keeps_its_order_and_only_easy_rows_change():
 
 
 # ---------------------------------------------------------------------------------------------
-# eval mode (SPEC 2.2: the identity, costs nothing)
+# eval mode (docs/design.md §2.2: the identity, costs nothing)
 
 def test_eval_mode_is_the_identity_with_zero_loss_and_empty_stats():
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=1e9, rho=0.0).eval()
@@ -201,7 +202,7 @@ def test_eval_mode_is_the_identity_with_zero_loss_and_empty_stats():
     assert result.x is x
     assert result.target is target
     assert result.loss.ndim == 0 and result.loss.item() == 0.0
-    assert result.stats == {}
+    assert result.stats is None
 
 
 def test_eval_mode_does_not_call_the_scorenet(monkeypatch):
@@ -227,7 +228,7 @@ def test_scorenet_patch_used_by_the_eval_test_does_fire_in_training(monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------
-# the ScoreNet loss (SPEC 2.2 step 1)
+# the ScoreNet loss (docs/design.md §2.2 step 1)
 
 def test_loss_is_lambda_times_mean_soft_cross_entropy_of_the_scorenet():
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=1.0, scorenet_lambda=0.25).train()
@@ -281,7 +282,7 @@ def test_mixed_tokens_carry_gradient_to_both_partners():
 
 
 # ---------------------------------------------------------------------------------------------
-# targets (SPEC 2: modules accept hard labels and one-hot encode them)
+# targets (docs/design.md §2: modules accept hard labels and one-hot encode them)
 
 def test_hard_int64_labels_are_one_hot_encoded():
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=0.0).train()
@@ -313,7 +314,7 @@ def test_hard_label_out_of_range_raises_value_error():
 
 
 def test_num_classes_zero_in_training_raises_value_error_and_is_inactive():
-    """SPEC 2.4: with num_classes=0 HTM is off and calling it with targets raises ValueError."""
+    """docs/design.md §3: with num_classes=0 HTM is off and calling it with targets raises ValueError."""
     htm = HorizontalTokenMixup(dim=8, num_classes=0).train()
     target = _soft_target(6, 5)
     assert htm.is_active(target) is False
@@ -339,7 +340,7 @@ def test_reset_classifier_changes_the_class_count_it_accepts():
 
 
 # ---------------------------------------------------------------------------------------------
-# saliency reduction (SPEC 2.1)
+# saliency reduction (docs/design.md §2.1)
 
 def test_compute_saliency_mean_averages_heads_and_all_queries():
     """Eq. 3: S_t = mean over heads and queries of A[:, h, q, t]."""
@@ -354,7 +355,7 @@ def test_compute_saliency_mean_averages_heads_and_all_queries():
 
 
 def test_compute_saliency_cls_reads_the_cls_query_row_over_non_prefix_keys():
-    """SPEC 2.1 'cls': S[b, t] = mean over heads of A[b, h, 0, P + t]; other query rows are ignored."""
+    """docs/design.md §2.1 'cls': S[b, t] = mean over heads of A[b, h, 0, P + t]; other query rows are ignored."""
     htm = HorizontalTokenMixup(dim=8, num_classes=5, saliency='cls', scorenet_pool='cls', num_prefix_tokens=1)
     attn = torch.tensor([[  # B = 1, H = 2, N = 3, P = 1
         [[0.2, 0.6, 0.2], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],
@@ -365,7 +366,7 @@ def test_compute_saliency_cls_reads_the_cls_query_row_over_non_prefix_keys():
 
 
 # ---------------------------------------------------------------------------------------------
-# constructor checks (SPEC 3.3: validated at construction, ValueError naming the argument)
+# constructor checks (docs/design.md §5.3: validated at construction, ValueError naming the argument)
 
 @pytest.mark.parametrize('name, value', [
     ('tau', -0.1), ('rho', -1e-3), ('scorenet_lambda', -1.0),
@@ -391,7 +392,7 @@ def test_invalid_settings_raise_value_error_naming_the_argument(kwargs, name):
 
 
 # ---------------------------------------------------------------------------------------------
-# host synchronisation (SPEC 2.2 / 5: one device-to-host copy per HTM layer per step)
+# host synchronisation (docs/design.md §2.2 / §9: one device-to-host copy per HTM layer per step)
 
 def test_one_training_forward_makes_exactly_one_host_copy(monkeypatch):
     """The one device-to-host copy per HTM layer per step is the gain matrix: exactly one .cpu(), and no
@@ -411,7 +412,7 @@ def test_one_training_forward_makes_exactly_one_host_copy(monkeypatch):
             patch.setattr(torch.Tensor, name, counting)
         result = htm(x, target, saliency)
     assert calls == {'cpu': 1, 'item': 0, 'tolist': 0, '__bool__': 0, '__int__': 0, '__float__': 0, '__index__': 0}
-    assert result.stats['mixed'].item() > 0  # the forward did the full mixing path
+    assert result.stats.mixed_samples.item() > 0  # the forward did the full mixing path
 
 
 def test_host_sync_counter_detects_a_sync():

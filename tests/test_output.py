@@ -1,8 +1,13 @@
-"""TokenMixupOutput: what `model(x, target)` returns (SPEC 2.4)."""
+"""TokenMixupOutput: what `model(x, target)` returns (docs/design.md §3)."""
 import torch
 import torch.utils._pytree as pytree
 
-from tokenmixup import TokenMixupOutput
+from tokenmixup import HTMStatistics, TokenMixupOutput
+
+
+def _statistics(easy: float) -> HTMStatistics:
+    return HTMStatistics(*(torch.tensor(easy + index) for index in range(7)), torch.zeros(0, dtype=torch.bool),
+                         torch.zeros(0, dtype=torch.long))
 
 
 def _output() -> TokenMixupOutput:
@@ -10,7 +15,7 @@ def _output() -> TokenMixupOutput:
         logits=torch.randn(2, 3),
         target=torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]),
         aux_loss=torch.tensor(0.25),
-        stats={'htm0/easy': torch.tensor(1.0), 'htm0/mixed': torch.tensor(0.0)},
+        stats={0: _statistics(1.0), 3: _statistics(10.0)},
     )
 
 
@@ -28,14 +33,15 @@ def test_survives_pytree_flatten_and_unflatten():
     rebuilt value is a TokenMixupOutput again with the same tensors."""
     out = _output()
     leaves, spec = pytree.tree_flatten(out)
-    assert len(leaves) == 3 + len(out.stats)
+    assert len(leaves) == 3 + 9 * len(out.stats)
     assert all(isinstance(leaf, torch.Tensor) for leaf in leaves)
-    assert any(leaf is out.logits for leaf in leaves) and any(leaf is out.stats['htm0/easy'] for leaf in leaves)
+    assert any(leaf is out.logits for leaf in leaves) and any(leaf is out.stats[0].easy_samples for leaf in leaves)
     rebuilt = pytree.tree_unflatten(leaves, spec)
     assert type(rebuilt) is TokenMixupOutput
     assert rebuilt.logits is out.logits and rebuilt.target is out.target and rebuilt.aux_loss is out.aux_loss
     assert rebuilt.stats.keys() == out.stats.keys()
-    assert all(rebuilt.stats[key] is out.stats[key] for key in out.stats)
+    assert all(type(rebuilt.stats[block]) is HTMStatistics for block in out.stats)
+    assert all(rebuilt.stats[block].gain is out.stats[block].gain for block in out.stats)
 
 
 def test_pytree_map_transforms_every_tensor_and_keeps_the_type():
@@ -43,4 +49,5 @@ def test_pytree_map_transforms_every_tensor_and_keeps_the_type():
     doubled = pytree.tree_map(lambda tensor: tensor * 2, _output())
     assert isinstance(doubled, TokenMixupOutput)
     torch.testing.assert_close(doubled.aux_loss, torch.tensor(0.5))
-    torch.testing.assert_close(doubled.stats['htm0/easy'], torch.tensor(2.0))
+    torch.testing.assert_close(doubled.stats[0].easy_samples, torch.tensor(2.0))
+    torch.testing.assert_close(doubled.stats[3].gain_max, torch.tensor(32.0))

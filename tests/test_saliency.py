@@ -1,4 +1,4 @@
-"""Saliency baselines for analysis (SPEC 2.1 'optional for analysis', paper Eq. 2 and Sec. 5.1)."""
+"""Saliency baselines for analysis (docs/design.md §2.1 'optional for analysis', paper Eq. 2 and Sec. 5.1)."""
 import pytest
 import torch
 import torch.nn as nn
@@ -55,7 +55,7 @@ def test_rollout_of_two_maps_is_saliency_of_the_product_of_head_means():
 
 def test_rollout_traces_attention_back_to_the_first_blocks_input_tokens():
     """Attention rollout (Abnar & Zuidema, the paper's ref. [30]) gives the saliency of the tokens entering
-    the first block l (SPEC 2.1, the tokens HTM would mix): A = Phi(l + 1) Phi(l) when rows are queries.
+    the first block l (docs/design.md §2.1, the tokens HTM would mix): A = Phi(l + 1) Phi(l) when rows are queries.
 
     Block l: every query reads token 1 of block l's input. Block l + 1: every query reads token 0 of its
     input, which is block l's output token 0, which read block l's input token 1. All attention therefore

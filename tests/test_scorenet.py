@@ -1,4 +1,7 @@
-"""ScoreNet: pooling + Linear(D, C); difficulty = soft cross-entropy of its prediction (SPEC 2.2 step 1, Eq. 1)."""
+"""ScoreNet: pooling + Linear(D, C); difficulty = soft cross-entropy of its prediction.
+
+docs/design.md §2.2 step 1; paper Eq. 1.
+"""
 import math
 
 import pytest
@@ -71,7 +74,7 @@ def test_forward_is_the_linear_head_of_the_pooled_feature():
 
 
 # ---------------------------------------------------------------------------------------------
-# size (SPEC 3.1: the paper's 3.81M for CCT-7/3x1 + HTM)
+# size (docs/design.md §5.1: the paper's 3.81M for CCT-7/3x1 + HTM)
 
 def test_attn_scorenet_for_cct7_on_cifar100_has_257_plus_25700_parameters():
     """SeqPool Linear(256, 1) has 257 parameters, the classifier Linear(256, 100) 25,700."""
@@ -125,7 +128,7 @@ def test_difficulty_is_differentiable_with_respect_to_scorenet_parameters():
 
 
 # ---------------------------------------------------------------------------------------------
-# reset_classifier (SPEC 2.4)
+# reset_classifier (docs/design.md §3)
 
 def test_reset_classifier_rebuilds_the_linear_with_n_outputs():
     scorenet = ScoreNet(dim=8, num_classes=10, pool='attn')

@@ -1,4 +1,4 @@
-"""Vertical TokenMixup attention (SPEC 2.3, paper Eq. 13) and its helpers."""
+"""Vertical TokenMixup attention (docs/design.md §2.3, paper Eq. 13) and its helpers."""
 import pytest
 import torch
 import torch.nn as nn
@@ -36,7 +36,7 @@ def _eq13(x, memory, norm, attn: Attention):
 
 
 # ---------------------------------------------------------------------------------------------
-# without memory: plain self-attention, the same as timm's (SPEC 2.3: eval is bit-identical to the base)
+# without memory: plain self-attention, the same as timm's (docs/design.md §2.3: eval is bit-identical to the base)
 
 @pytest.mark.parametrize('empty_memory', [False, True])
 def test_without_memory_it_is_timms_attention_before_the_projection(empty_memory):
@@ -88,7 +88,7 @@ def test_memory_changes_the_output():
 
 
 def test_gradient_flows_into_memory():
-    """SPEC 2.3: gradient flows into m (unless the caller detaches it)."""
+    """docs/design.md §2.3: gradient flows into m (unless the caller detaches it)."""
     attn, norm = _timm_attention(), nn.LayerNorm(D)
     memory = torch.randn(B, M, D, requires_grad=True)
     out = _call(attn, torch.randn(B, N, D), memory, norm)
@@ -129,7 +129,7 @@ def test_attention_rows_all_are_the_eq13_probabilities():
 
 
 def test_attention_rows_cls_returns_row_zero_of_the_full_probabilities():
-    """SPEC 2.1: the 'cls' saliency needs only the CLS query, (B, H, 1, N + M)."""
+    """docs/design.md §2.1: the 'cls' saliency needs only the CLS query, (B, H, 1, N + M)."""
     attn, norm = _timm_attention(), nn.LayerNorm(D)
     x, memory = torch.randn(B, N, D), torch.randn(B, M, D)
     full = _call(attn, x, memory, norm, attention_rows='all').attn
@@ -204,7 +204,7 @@ def test_self_attention_weights_are_the_probabilities_of_plain_self_attention():
 
 
 def test_self_attention_weights_cls_only_is_row_zero():
-    """SPEC 2.1: the 'cls' saliency costs O(N) per head: only the first token's query is used."""
+    """docs/design.md §2.1: the 'cls' saliency costs O(N) per head: only the first token's query is used."""
     attn, norm = _timm_attention(), nn.LayerNorm(D)
     x = torch.randn(B, N, D)
     q_proj, k_proj, _ = split_qkv(attn.qkv.weight, attn.qkv.bias)

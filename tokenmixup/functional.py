@@ -12,20 +12,19 @@ Host synchronisation: `horizontal_mix` makes exactly one device-to-host copy (th
 the Hungarian solver, with the value checks folded into the same copy); `assign_partners` makes one
 copy of the matrix it is given. Every other function stays on the device.
 """
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from .settings import SALIENCY_REDUCTIONS, SETTING_DEFAULTS, check_settings
+
 __all__ = [
     'HorizontalMix', 'attention_saliency', 'saliency_gain', 'pair_gain', 'assign_partners', 'replacement_mask',
-    'mix_targets', 'horizontal_mix', 'select_salient_tokens', 'soft_cross_entropy',
+    'mix_targets', 'horizontal_mix', 'manifold_mix', 'select_salient_tokens', 'soft_cross_entropy',
 ]
-
-SALIENCY_REDUCTIONS = ('mean', 'cls')
-MASK_REFERENCES = ('own', 'first')
 
 # Upper bound on the (rows, B, T) float32 intermediate of `saliency_gain`: cache-sized chunks on the CPU
 # (1 MiB; about 6x faster than one large tensor at B=128, T=256), large ones (64 MiB) on accelerators,
@@ -81,16 +80,9 @@ def _check_prefix(num_prefix_tokens, num_tokens: int) -> int:
     return num_prefix_tokens
 
 
-def _check_threshold(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
-    return float(value)
-
-
-def _check_choice(name: str, value, choices: Tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f'{name} must be one of {choices}, got {value!r}')
-    return value
+def _setting(name: str, value):
+    """A TokenMixup setting passed to a function, checked by the declaration's validator."""
+    return check_settings({name: value})[name]
 
 
 def _check_matching_pair(first_name: str, first, second_name: str, second, layout: str) -> None:
@@ -119,7 +111,7 @@ def _target_tolerance(dtype: torch.dtype) -> float:
 def attention_saliency(
         attn: torch.Tensor,
         num_prefix_tokens: int = 0,
-        reduce: str = 'mean',
+        reduce: str = SETTING_DEFAULTS['saliency'],
 ) -> torch.Tensor:
     """Token saliency from self-attention probabilities (1-step rollout, paper Eq. 2-3 with l = 0).
 
@@ -136,7 +128,8 @@ def attention_saliency(
     _require_tensor('attn', attn)
     _require_shape('attn', attn, '(B, H, Q, N)', attn.ndim == 4 and attn.shape[2] >= 1)
     _require_float('attn', attn)
-    _check_choice('reduce', reduce, SALIENCY_REDUCTIONS)
+    if reduce not in SALIENCY_REDUCTIONS:
+        raise ValueError(f'reduce must be one of {SALIENCY_REDUCTIONS}, got {reduce!r}')
     prefix = _check_prefix(num_prefix_tokens, attn.shape[-1])
     attn = attn.detach()
     if reduce == 'cls':
@@ -172,7 +165,7 @@ def saliency_gain(s_easy: torch.Tensor, s_all: torch.Tensor, rho: float) -> torc
     _require_float('s_easy', s_easy)
     _require_float('s_all', s_all)
     _require_same_device('s_all', s_all, s_easy=s_easy)
-    rho = _check_threshold('rho', rho)
+    rho = _setting('rho', rho)
 
     num_easy, num_tokens = s_easy.shape
     batch_size = s_all.shape[0]
@@ -201,7 +194,7 @@ def pair_gain(s_own: torch.Tensor, s_partner: torch.Tensor, rho: float) -> torch
         (B,) float32 gains.
     """
     _check_saliency_pair(s_own, s_partner)
-    rho = _check_threshold('rho', rho)
+    rho = _setting('rho', rho)
     return _saliency_excess(s_partner, s_own, rho).clamp_min(0).sum(dim=-1)
 
 
@@ -251,7 +244,7 @@ def replacement_mask(
         (B, T) bool mask, True = replaced.
     """
     _check_saliency_pair(s_own, s_partner)
-    rho = _check_threshold('rho', rho)
+    rho = _setting('rho', rho)
     return _saliency_excess(s_partner, s_own, rho) > 0
 
 
@@ -307,7 +300,10 @@ def horizontal_mix(
         easy: torch.Tensor,
         rho: float,
         num_prefix_tokens: int = 0,
-        mask_reference: str = 'own',
+        mask_reference: str = SETTING_DEFAULTS['mask_reference'],
+        pairing: str = SETTING_DEFAULTS['pairing'],
+        token_selection: str = SETTING_DEFAULTS['token_selection'],
+        label_mixing: str = SETTING_DEFAULTS['label_mixing'],
 ) -> HorizontalMix:
     """Horizontal TokenMixup of one batch (paper Alg. 1 lines 3-8, Eq. 6-11).
 
@@ -327,12 +323,20 @@ def horizontal_mix(
             written); 'first' compares against the first easy sample's saliency for every easy
             sample, reproducing the released TokenMixup code. The label weights use each sample's
             own saliency either way.
+        pairing: 'hungarian' (Eq. 7), or 'random': distinct partners drawn at random from the whole
+            batch, ignoring the gain (paper Table 4, "optimal assignment" ablated).
+        token_selection: 'saliency' (Eq. 9), or 'random': each easy sample replaces as many tokens as
+            the saliency mask would for its pair, at random non-prefix positions (Table 4, "token-level
+            mixup" ablated).
+        label_mixing: 'saliency' (Eq. 11), or 'count': the own label keeps the fraction of tokens kept
+            (Table 4, "saliency-based label reassignment" ablated).
 
     Returns:
         `HorizontalMix(x, y, mask, partner)`.
 
     The gain matrix, the `easy` flags and the validity checks of `y` and `saliency` travel to the
-    host in a single copy; the Hungarian solver runs there and the partners come back to the device.
+    host in a single copy; the partners are chosen there and come back to the device. Random choices
+    draw from torch's default generators (partners on the CPU, token positions on x's device).
     """
     for name, value in (('x', x), ('y', y), ('saliency', saliency), ('easy', easy)):
         _require_tensor(name, value)
@@ -350,8 +354,9 @@ def horizontal_mix(
     if easy.dtype != torch.bool:
         raise ValueError(f'easy must be a bool tensor, got dtype {easy.dtype}')
     _require_same_device('x', x, y=y, saliency=saliency, easy=easy)
-    rho = _check_threshold('rho', rho)
-    _check_choice('mask_reference', mask_reference, MASK_REFERENCES)
+    options = check_settings(dict(rho=rho, mask_reference=mask_reference, pairing=pairing,
+                                  token_selection=token_selection, label_mixing=label_mixing))
+    rho = options['rho']
 
     saliency = saliency.detach()
     y_values = y.detach().float()
@@ -362,12 +367,12 @@ def horizontal_mix(
         | ((y_values.sum(dim=-1) - 1.0).abs() > tolerance).any())
     invalid_saliency = ~torch.isfinite(saliency).all()
 
-    gain = saliency_gain(saliency, saliency, rho)
+    hungarian = pairing == 'hungarian'
+    gain = saliency_gain(saliency, saliency, rho) if hungarian else saliency.new_zeros((0,))
     flags = torch.stack([invalid_target, invalid_saliency]).float()
     packed = torch.cat([gain.flatten(), easy.float(), flags])
     host = packed.cpu().numpy().astype(np.float64)  # the one device-to-host copy
-    host_gain = host[:batch_size * batch_size].reshape(batch_size, batch_size)
-    host_easy = host[batch_size * batch_size:-2] > 0.5
+    host_easy = host[gain.numel():-2] > 0.5
     if host[-2] > 0:
         raise ValueError(
             f'y must hold soft targets: finite, non-negative rows summing to 1 (tolerance {tolerance:g})')
@@ -380,7 +385,11 @@ def horizontal_mix(
         no_mask = torch.zeros(saliency.shape, dtype=torch.bool, device=x.device)
         return HorizontalMix(x, y, no_mask, torch.from_numpy(partner).to(x.device))
     reference = partner.copy()
-    partner[easy_rows] = _solve_assignment(host_gain[easy_rows])
+    if hungarian:
+        host_gain = host[:gain.numel()].reshape(batch_size, batch_size)
+        partner[easy_rows] = _solve_assignment(host_gain[easy_rows])
+    else:
+        partner[easy_rows] = torch.randperm(batch_size)[:easy_rows.size].numpy()
     if mask_reference == 'first':
         reference[easy_rows] = easy_rows[0]
     indices = torch.from_numpy(np.stack([partner, reference])).to(x.device)
@@ -389,9 +398,62 @@ def horizontal_mix(
     s_partner = saliency[partner_index]
     # rows that are not easy are their own partner and reference, so their mask is all False
     mask = replacement_mask(saliency[reference_index], s_partner, rho)
+    if token_selection == 'random':
+        mask = _random_mask_like(mask)
     x_mixed = _take_tokens(x, F.pad(mask, (prefix, 0), value=False), partner_index)
-    y_mixed = mix_targets(y, saliency, s_partner, mask, partner_index)
+    if label_mixing == 'count':
+        uniform = torch.ones_like(saliency)
+        y_mixed = mix_targets(y, uniform, uniform, mask, partner_index)
+    else:
+        y_mixed = mix_targets(y, saliency, s_partner, mask, partner_index)
     return HorizontalMix(x_mixed, y_mixed, mask, partner_index)
+
+
+def _random_mask_like(mask: torch.Tensor) -> torch.Tensor:
+    """A (B, T) mask with as many True entries per row as `mask`, at uniformly random positions."""
+    counts = mask.sum(dim=-1, keepdim=True)
+    rank = torch.rand(mask.shape, device=mask.device).argsort(dim=-1).argsort(dim=-1)
+    return rank < counts
+
+
+def manifold_mix(
+        x: torch.Tensor,
+        y: torch.Tensor,
+        alpha: float,
+        num_prefix_tokens: int = 0,
+) -> HorizontalMix:
+    """Manifold mixup of whole token sets (Verma et al. 2019; the comparison of paper Table 5).
+
+    Every sample b becomes lam * x[b] + (1 - lam) * x[perm[b]] over all N tokens (the whole hidden
+    state, prefix tokens included, unlike TokenMixup), with one lam ~ Beta(alpha, alpha) for the batch
+    and a random permutation perm; the targets mix with the same weight. No gating, no saliency.
+
+    Args:
+        x: (B, N, D) tokens; y: (B, C) soft targets; alpha: Beta concentration, > 0.
+        num_prefix_tokens: P, only for the shape of the returned mask.
+
+    Returns:
+        `HorizontalMix(x, y, mask, partner)` with mask (B, T) all True (every token interpolated) and
+        partner = perm. lam is drawn on the CPU, perm on x's device: no device-to-host copy.
+    """
+    _require_tensor('x', x)
+    _require_tensor('y', y)
+    _require_shape('x', x, '(B, N, D)', x.ndim == 3)
+    _require_float('x', x)
+    batch_size, num_tokens, _ = x.shape
+    _require_shape('y', y, f'(B, C) with B = {batch_size}', y.ndim == 2 and y.shape[0] == batch_size)
+    _require_float('y', y)
+    _require_same_device('x', x, y=y)
+    prefix = _check_prefix(num_prefix_tokens, num_tokens)
+    alpha = _setting('manifold_alpha', alpha)
+    concentration = torch.tensor(alpha, dtype=torch.float64)
+    lam = float(torch.distributions.Beta(concentration, concentration).sample())
+    perm = torch.randperm(batch_size, device=x.device)
+    x_mixed = lam * x + (1.0 - lam) * x[perm]
+    work_dtype = torch.promote_types(y.dtype, torch.float32)
+    y_mixed = (lam * y.to(work_dtype) + (1.0 - lam) * y[perm].to(work_dtype)).to(y.dtype)
+    mask = torch.ones((batch_size, num_tokens - prefix), dtype=torch.bool, device=x.device)
+    return HorizontalMix(x_mixed, y_mixed, mask, perm)
 
 
 def _take_tokens(x: torch.Tensor, replace: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:

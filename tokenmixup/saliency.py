@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .functional import attention_saliency, soft_cross_entropy
+from .settings import SETTING_DEFAULTS
 
 __all__ = ['attention_rollout', 'gradient_saliency', 'random_saliency']
 
@@ -20,7 +21,7 @@ __all__ = ['attention_rollout', 'gradient_saliency', 'random_saliency']
 def attention_rollout(
         attns: Sequence[torch.Tensor],
         num_prefix_tokens: int = 0,
-        reduce: str = 'mean',
+        reduce: str = SETTING_DEFAULTS['saliency'],
 ) -> torch.Tensor:
     """Saliency from the attention rollout over consecutive blocks (paper Eq. 2-3).
 

@@ -3,14 +3,15 @@
 A pooling of the non-prefix tokens followed by one Linear layer to class logits. The difficulty of a
 sample is the cross-entropy of that prediction against the sample's (soft) target.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
 from .functional import soft_cross_entropy
+from .settings import ModelContext, check_settings
 
-__all__ = ['ScoreNet', 'SCORENET_POOLS']
-
-SCORENET_POOLS = ('attn', 'avg', 'cls')
+__all__ = ['ScoreNet']
 
 
 class ScoreNet(nn.Module):
@@ -19,21 +20,25 @@ class ScoreNet(nn.Module):
     Args:
         dim: D, token width.
         num_classes: C; 0 builds no classifier (the ScoreNet then cannot score).
-        pool: 'attn' (SeqPool: softmax over tokens of a Linear(D, 1), weighted sum), 'avg' (mean of
-            the non-prefix tokens) or 'cls' (the first prefix token; needs num_prefix_tokens >= 1).
+        pool: the `scorenet_pool` setting: 'attn' (SeqPool: softmax over tokens of a Linear(D, 1),
+            weighted sum), 'avg' (mean of the non-prefix tokens) or 'cls' (the CLS token, token 0).
         num_prefix_tokens: P, leading tokens that 'attn' and 'avg' pooling skip.
+        has_class_token: whether token 0 is a CLS token (default: whenever P >= 1); 'cls' needs one.
     """
 
-    def __init__(self, dim: int, num_classes: int, pool: str = 'attn', num_prefix_tokens: int = 0) -> None:
+    def __init__(
+            self,
+            dim: int,
+            num_classes: int,
+            pool: str = 'attn',
+            num_prefix_tokens: int = 0,
+            has_class_token: Optional[bool] = None,
+    ) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f'dim must be an int >= 1, got {dim!r}')
-        if pool not in SCORENET_POOLS:
-            raise ValueError(f'scorenet_pool must be one of {SCORENET_POOLS}, got {pool!r}')
-        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
-            raise ValueError(f'num_prefix_tokens must be an int >= 0, got {num_prefix_tokens!r}')
-        if pool == 'cls' and num_prefix_tokens < 1:
-            raise ValueError("scorenet_pool='cls' needs a CLS token (num_prefix_tokens >= 1); use 'attn' or 'avg'")
+        context = ModelContext.from_prefix(num_prefix_tokens, has_class_token)
+        pool = check_settings({'scorenet_pool': pool}, context)['scorenet_pool']
         self.dim = dim
         self.pool = pool
         self.num_prefix_tokens = num_prefix_tokens
@@ -81,3 +86,4 @@ class ScoreNet(nn.Module):
         if self.num_classes == 0:
             raise ValueError('the ScoreNet has no classifier (num_classes=0), so it cannot score difficulty')
         return soft_cross_entropy(self(x), target)
+

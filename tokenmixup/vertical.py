@@ -1,19 +1,23 @@
-""" Vertical TokenMixup attention (paper Sec. 3.4, Eq. 13)
+""" Vertical TokenMixup (paper Sec. 3.4, Eq. 12-13)
 
 A VTM block attends from its own tokens to its own tokens plus the most salient tokens collected from
 earlier blocks (the memory). Queries come from norm(x); keys and values from norm(concat(x, memory)),
 projected with the block's own attention weights, so VTM adds no parameters and pretrained weights
 load unchanged. The same helper, without memory, gives a plain self-attention whose probabilities can
-be read for saliency.
+be read for saliency. `VerticalTokenMixup` holds the VTM settings and builds the memory.
 """
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from .functional import attention_saliency, select_salient_tokens
+from .settings import ModelContext, check_settings, settings_in_scope, settings_signature
+
 __all__ = [
-    'LinearWeights', 'VerticalAttentionOutput', 'split_qkv', 'attention_weights', 'self_attention_weights',
-    'vertical_attention']
+    'LinearWeights', 'VerticalAttentionOutput', 'VerticalTokenMixup', 'split_qkv', 'attention_weights',
+    'self_attention_weights', 'vertical_attention']
 
 LinearWeights = Tuple[torch.Tensor, Optional[torch.Tensor]]  # (weight (out, in), bias (out,) or None)
 ATTENTION_ROWS = ('all', 'cls')
@@ -177,3 +181,51 @@ def vertical_attention(
             attn = attention_weights(q.detach(), k.detach(), scale, cls_only=True)
     out = out.transpose(1, 2).reshape(x.shape[0], num_tokens, -1)
     return VerticalAttentionOutput(out, attn)
+
+
+class VerticalTokenMixup(nn.Module):
+    """The VTM memory (Eq. 12): the kappa most salient tokens of every block before a VTM block.
+
+    Holds no parameters. The block loop asks it for each feeding block's contribution (`memory_tokens`)
+    and for the memory a VTM block attends to (`context`).
+
+    Args:
+        num_prefix_tokens: P, leading tokens that never enter the memory.
+        has_class_token: whether token 0 is a CLS token (default: whenever P >= 1).
+        **settings: the VTM settings of `tokenmixup.settings.SETTINGS` (kappa, saliency, vtm_detach),
+            each defaulting to its declared default.
+    """
+
+    def __init__(self, num_prefix_tokens: int = 0, has_class_token: Optional[bool] = None, **settings: Any) -> None:
+        super().__init__()
+        context = ModelContext.from_prefix(num_prefix_tokens, has_class_token)
+        values = {setting.name: setting.default for setting in settings_in_scope('vtm')}
+        values.update(check_settings(settings, owner='VerticalTokenMixup', scope='vtm'))
+        for name, value in check_settings(values, context).items():
+            setattr(self, name, value)
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def extra_repr(self) -> str:
+        return ', '.join(f'{setting.name}={getattr(self, setting.name)!r}' for setting in settings_in_scope('vtm'))
+
+    def memory_tokens(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """One block's contribution: its kappa most salient input tokens.
+
+        Args:
+            x: (B, N, D) tokens the block received.
+            attn: (B, H, Q, N + M) its attention probabilities (M memory columns of a VTM block are
+                ignored: a block ranks its own tokens by its attention on its own N keys).
+
+        Returns:
+            (B, kappa, D), most salient first (gradient flows into x).
+        """
+        saliency = attention_saliency(attn[..., :x.shape[1]], self.num_prefix_tokens, self.saliency)
+        return select_salient_tokens(x, saliency, self.kappa, self.num_prefix_tokens)
+
+    def context(self, memory: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, L * kappa, D): the contributions of the L earlier blocks, detached with vtm_detach."""
+        context = torch.cat(list(memory), dim=1)
+        return context.detach() if self.vtm_detach else context
+
+
+VerticalTokenMixup.__init__.__signature__ = settings_signature(VerticalTokenMixup.__init__, settings_in_scope('vtm'))
