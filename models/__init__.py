@@ -5,7 +5,6 @@ finds them: the CCT family (`cct_*`) and TokenMixup variants of timm's ViTs (`vi
 `vit_*_htm_vtm`).
 """
 from .cct import CCT
-from .tokenmixup_layers import TOKENMIXUP_KWARGS, TokenMixupConfig
 from .vit_tokenmixup import TokenMixupBlock, VisionTransformerTokenMixup
 
-__all__ = ['CCT', 'TokenMixupBlock', 'TokenMixupConfig', 'TOKENMIXUP_KWARGS', 'VisionTransformerTokenMixup']
+__all__ = ['CCT', 'TokenMixupBlock', 'VisionTransformerTokenMixup']

@@ -12,18 +12,20 @@ and `_htm_vtm` variants.
 """
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import Attention, DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+# timm has no public name for this helper of forward_intermediates; tests/test_zoo.py pins what we use of it
 from timm.models._features import feature_take_indices
 
 from tokenmixup import TokenMixupOutput
 from .tokenmixup_layers import (
-    TokenMixupConfig, TokenMixupMixin, fill_scorenet_weights, tokenmixup_attention, tokenmixup_attention_map)
+    TokenMixupMixin, fill_scorenet_weights, preset_classifiers, tokenmixup_attention, tokenmixup_attention_map,
+    tokenmixup_init_signature)
 
 __all__ = ['CCT']
 
@@ -148,7 +150,10 @@ class CCT(TokenMixupMixin, nn.Module):
         drop_rate: dropout before the classifier; pos_drop_rate: after the positional embedding;
         proj_drop_rate: MLP and attention-projection dropout; attn_drop_rate: attention dropout;
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
-        htm_layers ... mask_reference: TokenMixup settings, see `TokenMixupConfig`.
+        tokenmixup_preset: a recipe of `tokenmixup.PRESETS` (e.g. 'cct_cifar100_htm'), adapted to this
+            model; None keeps the declared defaults (no HTM, no VTM).
+        **settings: the TokenMixup settings of `tokenmixup.SETTINGS` (htm_layers, vtm_layers, tau, ...),
+            over the preset; `inspect.signature(CCT)` lists them with their defaults.
     """
 
     def __init__(
@@ -170,17 +175,8 @@ class CCT(TokenMixupMixin, nn.Module):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.1,
             drop_path_rate: float = 0.1,
-            htm_layers: Sequence[int] = (),
-            vtm_layers: Sequence[int] = (),
-            tau: float = 2.0,
-            rho: float = 0.005,
-            kappa: int = 3,
-            scorenet_lambda: float = 0.001,
-            scorenet_pool: str = 'attn',
-            scorenet_detach: bool = False,
-            saliency: str = 'mean',
-            vtm_detach: bool = False,
-            mask_reference: str = 'own',
+            tokenmixup_preset: Optional[str] = None,
+            **settings: Any,
     ) -> None:
         super().__init__()
         if global_pool not in ('seq', ''):
@@ -216,11 +212,8 @@ class CCT(TokenMixupMixin, nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
         self.init_tokenmixup(
-            TokenMixupConfig(
-                htm_layers=htm_layers, vtm_layers=vtm_layers, tau=tau, rho=rho, kappa=kappa,
-                scorenet_lambda=scorenet_lambda, scorenet_pool=scorenet_pool, scorenet_detach=scorenet_detach,
-                saliency=saliency, vtm_detach=vtm_detach, mask_reference=mask_reference),
-            embed_dim=embed_dim, num_classes=num_classes, num_tokens=num_tokens)
+            settings, tokenmixup_preset, embed_dim=embed_dim, num_classes=num_classes, num_tokens=num_tokens,
+            has_class_token=False)
         self.apply(self._init_weights)
         if isinstance(self.pos_embed, nn.Parameter):
             trunc_normal_(self.pos_embed, std=0.2)
@@ -331,11 +324,16 @@ class CCT(TokenMixupMixin, nn.Module):
             self,
             x: torch.Tensor,
             target: Optional[torch.Tensor] = None,
+            return_mix: bool = False,
     ) -> Union[torch.Tensor, TokenMixupOutput]:
-        """Logits for `model(x)`; `TokenMixupOutput` for `model(x, target)` (SPEC 2.4)."""
+        """Logits for `model(x)`; `TokenMixupOutput` for `model(x, target)` (docs/design.md §3), whose
+        HTM statistics also carry each layer's mask and partners with `return_mix`."""
         if target is None:
             return self.forward_head(self.forward_features(x))
-        return self.forward_tokenmixup(x, target)
+        return self.forward_tokenmixup(x, target, return_mix=return_mix)
+
+
+CCT.__init__.__signature__ = tokenmixup_init_signature(CCT.__init__)
 
 
 # Official CCT key names -> ours. The official TokenMixup fork's ScoreNet names are mapped too.
@@ -391,8 +389,9 @@ def _create_cct(variant: str, pretrained: bool = False, **kwargs) -> CCT:
 
 _CCT_RELEASE = 'http://ix.cs.uoregon.edu/~alih/compact-transformers/checkpoints/pretrained/'
 
-# default block of each TokenMixup setting on a 7-block CCT (SPEC 3.3); shallower models clamp to depth - 1
-_HTM_BLOCK, _VTM_BLOCK, _HTM_VTM_BLOCKS = 2, 2, (3, 2)
+# the TokenMixup preset of each variant suffix (docs/design.md §5.3): the CIFAR-100 recipe of CCT-7/3x1
+_VARIANT_PRESETS = {'': None, '_htm': 'cct_cifar100_htm', '_vtm': 'cct_cifar100_vtm',
+                    '_htm_vtm': 'cct_cifar100_htm_vtm'}
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -408,15 +407,6 @@ def _cfg_224(url: str = '', **kwargs) -> Dict[str, Any]:
     return _cfg(url, **dict(dict(
         num_classes=1000, input_size=(3, 224, 224), crop_pct=0.875, mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD), **kwargs))
-
-
-def _htm_blocks(suffix: str, depth: int) -> Tuple[int, ...]:
-    """The default HTM blocks of a variant suffix ('', '_htm', '_vtm', '_htm_vtm') at `depth`."""
-    if suffix == '_htm':
-        return (min(_HTM_BLOCK, depth - 1),)
-    if suffix == '_htm_vtm':
-        return (min(_HTM_VTM_BLOCKS[0], depth - 1),)
-    return ()
 
 
 _CCT_BASES = {  # name: (depth, cfg builder, extra tagged cfgs)
@@ -452,10 +442,9 @@ def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = No
     published = PUBLISHED_CFGS if published is None else published
     cfgs = {}
     for base, (depth, make_cfg, tagged) in _CCT_BASES.items():
-        for suffix in ('', '_htm', '_vtm', '_htm_vtm'):
+        for suffix, preset in _VARIANT_PRESETS.items():
             name = base + suffix
-            classifier = ('head',) + tuple(f'htm.{i}.scorenet.head' for i in _htm_blocks(suffix, depth))
-            classifier = classifier if len(classifier) > 1 else 'head'
+            classifier = preset_classifiers('head', preset, depth)
             if tagged:
                 for tag, overrides in tagged.items():
                     cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier))
@@ -470,24 +459,7 @@ default_cfgs = generate_default_cfgs(_variant_cfgs())
 
 
 # ---------------------------------------------------------------------------------------------
-# entrypoints: the architecture of each base, then the TokenMixup defaults of each variant (SPEC 3.3)
-
-def _htm_args(depth: int) -> Dict[str, Any]:
-    """CIFAR-100 recipe: HTM in front of block 2, tau 2.0 (CE), rho 0.005, SeqPool ScoreNet, lambda 0.001."""
-    return dict(htm_layers=_htm_blocks('_htm', depth), tau=2.0, rho=0.005, scorenet_lambda=0.001,
-                scorenet_pool='attn', scorenet_detach=False, saliency='mean')
-
-
-def _vtm_args(depth: int, num_tokens: int) -> Dict[str, Any]:
-    """VTM at block 2 with kappa 80 per 256 tokens."""
-    return dict(vtm_layers=(min(_VTM_BLOCK, depth - 1),), kappa=round(80 * num_tokens / 256), saliency='mean')
-
-
-def _htm_vtm_args(depth: int) -> Dict[str, Any]:
-    """HTM in front of block 3 and VTM at block 2 with kappa 3."""
-    return dict(_htm_args(depth), htm_layers=_htm_blocks('_htm_vtm', depth),
-                vtm_layers=(min(_HTM_VTM_BLOCKS[1], depth - 1),), kappa=3)
-
+# entrypoints: the architecture of each base, then the TokenMixup preset of each variant (docs/design.md §5.3)
 
 def _cct_2_3x2_args() -> Dict[str, Any]:
     return dict(embed_dim=128, depth=2, num_heads=2, mlp_ratio=1., kernel_size=3, num_conv_layers=2)
@@ -530,21 +502,21 @@ def cct_2_3x2(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_2_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-2/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_2_3x2_args(), **_htm_args(depth=2))
+    model_args = dict(_cct_2_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_2_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_2_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-2/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_2_3x2_args(), **_vtm_args(depth=2, num_tokens=64))
+    model_args = dict(_cct_2_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_2_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_2_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-2/3x2 + Horizontal and Vertical TokenMixup (both at block 1)."""
-    model_args = dict(_cct_2_3x2_args(), **_htm_vtm_args(depth=2))
+    model_args = dict(_cct_2_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_2_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -557,21 +529,21 @@ def cct_4_3x2(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_4_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-4/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_4_3x2_args(), **_htm_args(depth=4))
+    model_args = dict(_cct_4_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_4_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_4_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-4/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_4_3x2_args(), **_vtm_args(depth=4, num_tokens=64))
+    model_args = dict(_cct_4_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_4_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_4_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-4/3x2 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_4_3x2_args(), **_htm_vtm_args(depth=4))
+    model_args = dict(_cct_4_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_4_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -584,21 +556,21 @@ def cct_6_3x1(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_6_3x1_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-6/3x1 + Horizontal TokenMixup."""
-    model_args = dict(_cct_6_3x1_args(), **_htm_args(depth=6))
+    model_args = dict(_cct_6_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_6_3x1_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_6_3x1_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-6/3x1 + Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x1_args(), **_vtm_args(depth=6, num_tokens=256))
+    model_args = dict(_cct_6_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_6_3x1_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_6_3x1_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-6/3x1 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x1_args(), **_htm_vtm_args(depth=6))
+    model_args = dict(_cct_6_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_6_3x1_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -611,21 +583,21 @@ def cct_6_3x2(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_6_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-6/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_6_3x2_args(), **_htm_args(depth=6))
+    model_args = dict(_cct_6_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_6_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_6_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-6/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x2_args(), **_vtm_args(depth=6, num_tokens=64))
+    model_args = dict(_cct_6_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_6_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_6_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-6/3x2 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x2_args(), **_htm_vtm_args(depth=6))
+    model_args = dict(_cct_6_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_6_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -638,21 +610,21 @@ def cct_7_3x1(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_7_3x1_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/3x1 + Horizontal TokenMixup (paper Table 1, 3.81M parameters with 100 classes)."""
-    model_args = dict(_cct_7_3x1_args(), **_htm_args(depth=7))
+    model_args = dict(_cct_7_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_7_3x1_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_7_3x1_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/3x1 + Vertical TokenMixup (paper Table 1)."""
-    model_args = dict(_cct_7_3x1_args(), **_vtm_args(depth=7, num_tokens=256))
+    model_args = dict(_cct_7_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_7_3x1_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_7_3x1_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/3x1 + Horizontal and Vertical TokenMixup (paper Table 1)."""
-    model_args = dict(_cct_7_3x1_args(), **_htm_vtm_args(depth=7))
+    model_args = dict(_cct_7_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_7_3x1_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -665,21 +637,21 @@ def cct_7_3x2(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_7_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_7_3x2_args(), **_htm_args(depth=7))
+    model_args = dict(_cct_7_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_7_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_7_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_7_3x2_args(), **_vtm_args(depth=7, num_tokens=64))
+    model_args = dict(_cct_7_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_7_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_7_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/3x2 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_7_3x2_args(), **_htm_vtm_args(depth=7))
+    model_args = dict(_cct_7_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_7_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -692,21 +664,21 @@ def cct_7_7x2_224(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_7_7x2_224_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/7x2 224 + Horizontal TokenMixup."""
-    model_args = dict(_cct_7_7x2_224_args(), **_htm_args(depth=7))
+    model_args = dict(_cct_7_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_7_7x2_224_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_7_7x2_224_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/7x2 224 + Vertical TokenMixup."""
-    model_args = dict(_cct_7_7x2_224_args(), **_vtm_args(depth=7, num_tokens=196))
+    model_args = dict(_cct_7_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_7_7x2_224_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_7_7x2_224_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-7/7x2 224 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_7_7x2_224_args(), **_htm_vtm_args(depth=7))
+    model_args = dict(_cct_7_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_7_7x2_224_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -719,19 +691,19 @@ def cct_14_7x2_224(pretrained: bool = False, **kwargs) -> CCT:
 @register_model
 def cct_14_7x2_224_htm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-14/7x2 224 + Horizontal TokenMixup."""
-    model_args = dict(_cct_14_7x2_224_args(), **_htm_args(depth=14))
+    model_args = dict(_cct_14_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
     return _create_cct('cct_14_7x2_224_htm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_14_7x2_224_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-14/7x2 224 + Vertical TokenMixup."""
-    model_args = dict(_cct_14_7x2_224_args(), **_vtm_args(depth=14, num_tokens=196))
+    model_args = dict(_cct_14_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
     return _create_cct('cct_14_7x2_224_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cct_14_7x2_224_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
     """CCT-14/7x2 224 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_14_7x2_224_args(), **_htm_vtm_args(depth=14))
+    model_args = dict(_cct_14_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
     return _create_cct('cct_14_7x2_224_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))

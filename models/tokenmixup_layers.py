@@ -1,107 +1,49 @@
 """ TokenMixup wiring shared by the zoo's transformers
 
 The method lives in `tokenmixup`; this file plugs it into a transformer's block loop, once for every
-model family:
-- `TokenMixupConfig`: the TokenMixup keyword arguments of `timm.create_model`, validated against
-  the model they are given to;
+model family (docs/design.md §4):
 - `tokenmixup_attention` / `tokenmixup_attention_map`: a block's attention sub-layer (a timm
   `Attention` and its pre-norm) with vertical memory, and its probabilities for saliency;
-- `TokenMixupMixin`: the block loop (HTM in front of chosen blocks, VTM memory collected from the
-  blocks before a VTM block) and the `model(x, target)` protocol.
+- `TokenMixupMixin`: the settings of a model (resolved from `tokenmixup.settings`), the block loop
+  (HTM in front of chosen blocks, VTM memory collected from the blocks before a VTM block) and the
+  `model(x, target)` protocol;
+- `tokenmixup_init_signature`: the generated signature that lists every setting as a keyword argument.
 
 Blocks used with the mixin provide `forward(x)`, `forward_with_memory(x, memory, attention_rows)`
 returning `(x, attn)`, and `attention_map(x, cls_only)`.
 """
-import math
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from timm.models._manipulate import checkpoint, checkpoint_seq
+from timm.models import checkpoint, checkpoint_seq
 
 from tokenmixup import (
-    HorizontalTokenMixup, TokenMixupOutput, as_soft_target, attention_saliency, select_salient_tokens,
-    self_attention_weights, split_qkv, vertical_attention)
-from tokenmixup.functional import MASK_REFERENCES, SALIENCY_REDUCTIONS
-from tokenmixup.scorenet import SCORENET_POOLS
+    PRESETS, SETTINGS, HorizontalTokenMixup, HTMStatistics, ModelContext, TokenMixupConfig, TokenMixupOutput,
+    VerticalTokenMixup, as_soft_target, resolve_settings, self_attention_weights, split_qkv, vertical_attention)
+from tokenmixup.settings import settings_signature
 
 __all__ = [
-    'TokenMixupConfig', 'TokenMixupMixin', 'BlocksOutput', 'tokenmixup_attention', 'tokenmixup_attention_map',
-    'TOKENMIXUP_KWARGS', 'check_attention_supported', 'fill_scorenet_weights',
+    'TokenMixupMixin', 'BlocksOutput', 'tokenmixup_attention', 'tokenmixup_attention_map',
+    'check_attention_supported', 'fill_scorenet_weights', 'scorenet_classifier', 'preset_classifiers',
+    'tokenmixup_init_signature',
 ]
 
 
-@dataclass(frozen=True)
-class TokenMixupConfig:
-    """TokenMixup settings of a model (SPEC 3.3). Block indices are 0-based; tau is a CE threshold.
-
-    htm_layers: blocks with Horizontal TokenMixup in front of them; () disables HTM.
-    vtm_layers: blocks that run as Vertical TokenMixup blocks (index >= 1); () disables VTM.
-    tau, rho: difficulty and per-token saliency-gain thresholds of HTM.
-    kappa: salient tokens each earlier block contributes to the VTM memory (1 <= kappa <= T).
-    scorenet_lambda, scorenet_pool, scorenet_detach: the HTM ScoreNet's loss weight, pooling
-        ('attn'|'avg'|'cls') and whether it reads detached tokens.
-    saliency: 'mean' or 'cls' reduction of attention maps into saliency.
-    vtm_detach: stop the gradient into the VTM memory.
-    mask_reference: 'own' (Eq. 9) or 'first' (the released code's HTM mask).
-    """
-    htm_layers: Tuple[int, ...] = ()
-    vtm_layers: Tuple[int, ...] = ()
-    tau: float = 2.0
-    rho: float = 0.005
-    kappa: int = 3
-    scorenet_lambda: float = 0.001
-    scorenet_pool: str = 'attn'
-    scorenet_detach: bool = False
-    saliency: str = 'mean'
-    vtm_detach: bool = False
-    mask_reference: str = 'own'
-
-    def validated(self, depth: int, num_tokens: int, num_prefix_tokens: int) -> 'TokenMixupConfig':
-        """Check every setting against a model of `depth` blocks and `num_tokens` tokens (P prefix).
-
-        Returns a copy with the layer lists as tuples; raises ValueError naming the bad argument.
-        """
-        htm_layers = _check_layers('htm_layers', self.htm_layers, depth, first_allowed=0)
-        vtm_layers = _check_layers('vtm_layers', self.vtm_layers, depth, first_allowed=1)
-        for name in ('tau', 'rho', 'scorenet_lambda'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
-        num_mixable = num_tokens - num_prefix_tokens
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, int) or not 1 <= self.kappa <= num_mixable:
-            raise ValueError(f'kappa must be an int in [1, T] = [1, {num_mixable}] for this model, got {self.kappa!r}')
-        for name, choices in (('scorenet_pool', SCORENET_POOLS), ('saliency', SALIENCY_REDUCTIONS),
-                              ('mask_reference', MASK_REFERENCES)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f'{name} must be one of {choices}, got {getattr(self, name)!r}')
-        for name in ('scorenet_detach', 'vtm_detach'):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f'{name} must be a bool, got {getattr(self, name)!r}')
-        if num_prefix_tokens == 0:
-            for name in ('scorenet_pool', 'saliency'):
-                if getattr(self, name) == 'cls':
-                    raise ValueError(f"{name}='cls' needs a CLS token, and this model has none; use 'attn'/'avg' "
-                                     f"for scorenet_pool and 'mean' for saliency")
-        return TokenMixupConfig(**dict(asdict(self), htm_layers=htm_layers, vtm_layers=vtm_layers))
+def scorenet_classifier(block: int) -> str:
+    """State-dict prefix of the ScoreNet classifier of the HTM layer in front of `block`."""
+    return f'htm.{block}.scorenet.head'
 
 
-TOKENMIXUP_KWARGS = tuple(TokenMixupConfig.__dataclass_fields__)
+def preset_classifiers(head: str, preset: Optional[str], depth: int):
+    """The pretrained cfg's `classifier` of a variant: its head plus the ScoreNet classifiers of its preset."""
+    htm_blocks = PRESETS[preset].layers(depth).get('htm_layers', ()) if preset is not None else ()
+    return (head,) + tuple(scorenet_classifier(block) for block in htm_blocks) if htm_blocks else head
 
 
-def _check_layers(name: str, layers: Any, depth: int, first_allowed: int) -> Tuple[int, ...]:
-    if not isinstance(layers, (tuple, list)):
-        raise ValueError(f'{name} must be a tuple of block indices such as (2,), or () to disable, got {layers!r}')
-    for index in layers:
-        if isinstance(index, bool) or not isinstance(index, int) or not first_allowed <= index < depth:
-            raise ValueError(
-                f'{name} must hold block indices in [{first_allowed}, {depth - 1}] for a {depth}-block model, '
-                f'got {index!r}')
-    repeated = sorted({index for index in layers if list(layers).count(index) > 1})
-    if repeated:
-        raise ValueError(f'{name} repeats block index {repeated[0]}: each block may appear once')
-    return tuple(layers)
+def tokenmixup_init_signature(init: Callable, base: Optional[Callable] = None):
+    """The signature of a model's `__init__(..., tokenmixup_preset=None, **settings)`, every setting spelled out."""
+    return settings_signature(init, SETTINGS, base=base)
 
 
 def tokenmixup_attention(
@@ -147,11 +89,12 @@ def check_attention_supported(blocks: Sequence[nn.Module]) -> None:
 
 
 class BlocksOutput(NamedTuple):
-    """x: (B, N, D) tokens after the blocks; target: (B, C) or None; aux_loss: scalar; stats: tensors."""
+    """x: (B, N, D) tokens after the blocks; target: (B, C) or None; aux_loss: scalar; stats: HTM block
+    index -> `HTMStatistics`."""
     x: torch.Tensor
     target: Optional[torch.Tensor]
     aux_loss: torch.Tensor
-    stats: Dict[str, torch.Tensor]
+    stats: Dict[int, HTMStatistics]
 
 
 class TokenMixupMixin:
@@ -163,50 +106,61 @@ class TokenMixupMixin:
     """
     tokenmixup_cfg: TokenMixupConfig
     htm: nn.ModuleDict
+    vtm: Optional[VerticalTokenMixup]
 
     def init_tokenmixup(
             self,
-            config: TokenMixupConfig,
+            settings: Mapping[str, Any],
+            preset: Optional[str],
             embed_dim: int,
             num_classes: int,
             num_tokens: int,
+            has_class_token: bool,
     ) -> None:
-        """Validate `config` for this model and build one HTM module per HTM block."""
+        """Resolve the settings for this model (declared default < `preset` < `settings`) and build the
+        HTM module of every HTM block and the VTM memory builder."""
         check_attention_supported(self.blocks)
-        config = config.validated(len(self.blocks), num_tokens, self.num_prefix_tokens)
+        context = ModelContext(len(self.blocks), num_tokens, self.num_prefix_tokens, has_class_token)
+        config = resolve_settings(settings, context, preset, owner=type(self).__name__)
         self.tokenmixup_cfg = config
         self.htm = nn.ModuleDict({
             str(index): HorizontalTokenMixup(
-                embed_dim, num_classes, tau=config.tau, rho=config.rho, scorenet_lambda=config.scorenet_lambda,
-                scorenet_pool=config.scorenet_pool, scorenet_detach=config.scorenet_detach,
-                saliency=config.saliency, mask_reference=config.mask_reference,
-                num_prefix_tokens=self.num_prefix_tokens)
+                embed_dim, num_classes, num_prefix_tokens=self.num_prefix_tokens, has_class_token=has_class_token,
+                **config.scope('htm'))
             for index in config.htm_layers})
+        self.vtm = VerticalTokenMixup(
+            self.num_prefix_tokens, has_class_token, **config.scope('vtm')) if config.vtm_layers else None
 
     def scorenet_classifier_names(self) -> Tuple[str, ...]:
         """State-dict prefixes of the ScoreNet classifiers (dropped with the head on a class change)."""
-        return tuple(f'htm.{index}.scorenet.head' for index in self.htm)
+        return tuple(scorenet_classifier(int(index)) for index in self.htm)
 
     def reset_scorenet_classifiers(self, num_classes: int) -> None:
         for htm in self.htm.values():
             htm.reset_classifier(num_classes)
 
-    def forward_blocks(self, x: torch.Tensor, target: Optional[torch.Tensor] = None) -> BlocksOutput:
+    def forward_blocks(
+            self,
+            x: torch.Tensor,
+            target: Optional[torch.Tensor] = None,
+            return_mix: bool = False,
+    ) -> BlocksOutput:
         """Run the blocks with TokenMixup where it is active.
 
         Args:
             x: (B, N, D) embedded tokens.
             target: (B, C) soft targets or None. HTM mixes only in training with targets; VTM is
                 active in training. Otherwise this is exactly the base model's block loop.
+            return_mix: the HTM statistics also carry each layer's replacement mask and partners.
 
         Returns:
             `BlocksOutput(x, target, aux_loss, stats)` with the (mixed) targets, the summed weighted
-            ScoreNet losses and the HTM statistics keyed `htm{block}_{name}`.
+            ScoreNet losses and the `HTMStatistics` of each HTM block, keyed by block index.
         """
         config = self.tokenmixup_cfg
         aux_loss = x.new_zeros((), dtype=torch.float32)
-        stats: Dict[str, torch.Tensor] = {}
-        vtm_active = self.training and len(config.vtm_layers) > 0
+        stats: Dict[int, HTMStatistics] = {}
+        vtm_active = self.training and self.vtm is not None
         htm_active = any(htm.is_active(target) for htm in self.htm.values())
         if not (vtm_active or htm_active):
             if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -219,39 +173,35 @@ class TokenMixupMixin:
         for index, block in enumerate(self.blocks):
             htm = self.htm[str(index)] if str(index) in self.htm else None
             if htm is not None and htm.is_active(target):
-                with torch.no_grad():
-                    attn = block.attention_map(x, cls_only=attention_rows == 'cls')
-                mixed = htm(x, target, htm.compute_saliency(attn))
+                saliency = None
+                if htm.needs_saliency:
+                    with torch.no_grad():
+                        saliency = htm.compute_saliency(block.attention_map(x, cls_only=attention_rows == 'cls'))
+                mixed = htm(x, target, saliency, return_mix=return_mix)
                 x, target = mixed.x, mixed.target
                 aux_loss = aux_loss + mixed.loss
-                stats.update({f'htm{index}_{name}': value for name, value in mixed.stats.items()})
+                stats[index] = mixed.stats
 
             is_vtm = vtm_active and index in config.vtm_layers
             feeds_memory = index < last_vtm
             if is_vtm or feeds_memory:
-                context = None
-                if is_vtm:
-                    context = torch.cat(memory, dim=1)
-                    context = context.detach() if config.vtm_detach else context
+                context = self.vtm.context(memory) if is_vtm else None
                 block_input = x
                 x, attn = block.forward_with_memory(x, context, attention_rows if feeds_memory else None)
                 if feeds_memory:
-                    # rank the block's own tokens by its attention on its own N key columns
-                    own_attn = attn[..., :block_input.shape[1]]
-                    saliency = attention_saliency(own_attn, self.num_prefix_tokens, config.saliency)
-                    memory.append(select_salient_tokens(block_input, saliency, config.kappa, self.num_prefix_tokens))
+                    memory.append(self.vtm.memory_tokens(block_input, attn))
             elif self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(block, x)
             else:
                 x = block(x)
         return BlocksOutput(x, target, aux_loss, stats)
 
-    def forward_tokenmixup(self, x: torch.Tensor, target: torch.Tensor) -> TokenMixupOutput:
-        """`model(x, target)`: logits plus the targets to train against (SPEC 2.4)."""
+    def forward_tokenmixup(self, x: torch.Tensor, target: torch.Tensor, return_mix: bool = False) -> TokenMixupOutput:
+        """`model(x, target)`: logits plus the targets to train against (docs/design.md §3)."""
         if self.num_classes == 0:
             raise ValueError('model(x, target) needs a classifier, but this model has num_classes=0')
         target = as_soft_target(target, self.num_classes)
-        out = self.forward_blocks(self.embed_tokens(x), target)
+        out = self.forward_blocks(self.embed_tokens(x), target, return_mix=return_mix)
         logits = self.forward_head(self.norm(out.x))
         return TokenMixupOutput(logits, out.target, out.aux_loss, out.stats)
 

@@ -10,16 +10,17 @@ and `_htm_vtm` names are registered here, with timm's pretrained weights as thei
 ScoreNet starts fresh, everything else loads strictly).
 """
 from dataclasses import asdict
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from timm.models.vision_transformer import Block, VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 
-from tokenmixup import TokenMixupOutput
+from tokenmixup import SETTINGS, TokenMixupOutput
 from .tokenmixup_layers import (
-    TokenMixupConfig, TokenMixupMixin, fill_scorenet_weights, tokenmixup_attention, tokenmixup_attention_map)
+    TokenMixupMixin, fill_scorenet_weights, preset_classifiers, tokenmixup_attention, tokenmixup_attention_map,
+    tokenmixup_init_signature)
 
 __all__ = ['TokenMixupBlock', 'VisionTransformerTokenMixup']
 
@@ -47,37 +48,23 @@ class TokenMixupBlock(Block):
 class VisionTransformerTokenMixup(TokenMixupMixin, VisionTransformer):
     """timm's VisionTransformer with optional Horizontal and Vertical TokenMixup.
 
-    Takes every `VisionTransformer` argument plus the TokenMixup settings of `TokenMixupConfig`; the
-    defaults here are the paper's ImageNet ViT settings (CLS saliency, CLS-pooled detached ScoreNet).
+    Args:
+        tokenmixup_preset: a recipe of `tokenmixup.PRESETS` (the registered variants use
+            'vit_imagenet_htm', 'vit_imagenet_vtm', 'vit_imagenet_htm_vtm'); None keeps the declared
+            defaults (no HTM, no VTM).
+        **kwargs: every `VisionTransformer` argument and every TokenMixup setting of
+            `tokenmixup.SETTINGS`, over the preset; `inspect.signature` lists them all.
     """
 
-    def __init__(
-            self,
-            *,
-            htm_layers: Sequence[int] = (),
-            vtm_layers: Sequence[int] = (),
-            tau: float = 1.0,
-            rho: float = 0.01,
-            kappa: int = 3,
-            scorenet_lambda: float = 1.0,
-            scorenet_pool: str = 'cls',
-            scorenet_detach: bool = True,
-            saliency: str = 'cls',
-            vtm_detach: bool = False,
-            mask_reference: str = 'own',
-            **kwargs,
-    ) -> None:
+    def __init__(self, *, tokenmixup_preset: Optional[str] = None, **kwargs: Any) -> None:
+        settings = {name: kwargs.pop(name) for name in [s.name for s in SETTINGS] if name in kwargs}
         block_fn = kwargs.setdefault('block_fn', TokenMixupBlock)
         if not (isinstance(block_fn, type) and issubclass(block_fn, TokenMixupBlock)):
             raise ValueError(f'block_fn must be TokenMixupBlock or a subclass of it, got {block_fn!r}')
         super().__init__(**kwargs)
         self.init_tokenmixup(
-            TokenMixupConfig(
-                htm_layers=htm_layers, vtm_layers=vtm_layers, tau=tau, rho=rho, kappa=kappa,
-                scorenet_lambda=scorenet_lambda, scorenet_pool=scorenet_pool, scorenet_detach=scorenet_detach,
-                saliency=saliency, vtm_detach=vtm_detach, mask_reference=mask_reference),
-            embed_dim=self.embed_dim, num_classes=self.num_classes,
-            num_tokens=self.patch_embed.num_patches + self.num_prefix_tokens)
+            settings, tokenmixup_preset, embed_dim=self.embed_dim, num_classes=self.num_classes,
+            num_tokens=self.patch_embed.num_patches + self.num_prefix_tokens, has_class_token=self.has_class_token)
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the head (and every HTM ScoreNet's classifier) for `num_classes` classes."""
@@ -109,13 +96,19 @@ class VisionTransformerTokenMixup(TokenMixupMixin, VisionTransformer):
             *,
             attn_mask: Optional[torch.Tensor] = None,
             is_causal: bool = False,
+            return_mix: bool = False,
     ) -> Union[torch.Tensor, TokenMixupOutput]:
-        """Logits for `model(x)`; `TokenMixupOutput` for `model(x, target)` (SPEC 2.4)."""
+        """Logits for `model(x)`; `TokenMixupOutput` for `model(x, target)` (docs/design.md §3), whose
+        HTM statistics also carry each layer's mask and partners with `return_mix`."""
         if target is None:
             return self.forward_head(self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal))
         if attn_mask is not None or is_causal:
             raise ValueError('attn_mask and is_causal are not supported together with a target')
-        return self.forward_tokenmixup(x, target)
+        return self.forward_tokenmixup(x, target, return_mix=return_mix)
+
+
+VisionTransformerTokenMixup.__init__.__signature__ = tokenmixup_init_signature(
+    VisionTransformerTokenMixup.__init__, base=VisionTransformer.__init__)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformerTokenMixup) -> Dict[str, torch.Tensor]:
@@ -136,20 +129,21 @@ def _create_vit_tokenmixup(variant: str, pretrained: bool = False, **kwargs) -> 
 # ---------------------------------------------------------------------------------------------
 # pretrained configs: timm's weights of each base, default tag first, classifier incl. the ScoreNet's
 
-_HTM_BLOCK = 3
-_VIT_BASES = {  # our base name: timm's default tag for it (SPEC 3.2)
+_VARIANT_PRESETS = {'_htm': 'vit_imagenet_htm', '_vtm': 'vit_imagenet_vtm', '_htm_vtm': 'vit_imagenet_htm_vtm'}
+_VIT_DEPTH = 12
+_VIT_BASES = {  # our base name: timm's default tag for it (docs/design.md §5.2)
     'vit_tiny_patch16_224': 'augreg_in21k_ft_in1k',
     'vit_small_patch16_224': 'augreg_in21k_ft_in1k',
     'vit_base_patch16_224': 'orig_in21k_ft_in1k',
 }
 
 
-def _timm_cfg(base: str, tag: str, htm_blocks: Sequence[int]) -> Dict[str, Any]:
+def _timm_cfg(base: str, tag: str, preset: str) -> Dict[str, Any]:
     cfg = asdict(get_pretrained_cfg(f'{base}.{tag}'))
     for key in ('architecture', 'tag'):
         cfg.pop(key, None)
-    if htm_blocks and cfg.get('num_classes'):
-        cfg['classifier'] = (cfg['classifier'],) + tuple(f'htm.{i}.scorenet.head' for i in htm_blocks)
+    if cfg.get('num_classes'):
+        cfg['classifier'] = preset_classifiers(cfg['classifier'], preset, _VIT_DEPTH)
     return cfg
 
 
@@ -166,21 +160,20 @@ def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = No
     published = PUBLISHED_CFGS if published is None else published
     cfgs = {}
     for base, default_tag in _VIT_BASES.items():
-        for suffix, htm_blocks in (('_htm', (_HTM_BLOCK,)), ('_vtm', ()), ('_htm_vtm', (_HTM_BLOCK,))):
-            cfgs[f'{base}{suffix}.{default_tag}'] = _timm_cfg(base, default_tag, htm_blocks)
+        for suffix, preset in _VARIANT_PRESETS.items():
+            cfgs[f'{base}{suffix}.{default_tag}'] = _timm_cfg(base, default_tag, preset)
             for tag, overrides in published.get(f'{base}{suffix}', {}).items():
-                source = dict(_timm_cfg(base, default_tag, htm_blocks), url='', hf_hub_id=None, custom_load=False)
+                source = dict(_timm_cfg(base, default_tag, preset), url='', hf_hub_id=None, custom_load=False)
                 cfgs[f'{base}{suffix}.{tag}'] = dict(source, **overrides)
     return cfgs
 
 
 default_cfgs = generate_default_cfgs(_variant_cfgs())
 
-# the ImageNet ViT settings of the paper (SPEC 3.3): CLS saliency, CLS-pooled detached ScoreNet, lambda 1
-_HTM_ARGS = dict(htm_layers=(_HTM_BLOCK,), tau=1.0, rho=0.01, scorenet_lambda=1.0, scorenet_pool='cls',
-                 scorenet_detach=True, saliency='cls')
-_VTM_ARGS = dict(vtm_layers=(3,), kappa=3, saliency='cls')
-_HTM_VTM_ARGS = dict(_HTM_ARGS, vtm_layers=(4,), kappa=3)
+# the ImageNet ViT recipes of the paper (docs/design.md §5.3) are the presets of _VARIANT_PRESETS
+_HTM_ARGS = dict(tokenmixup_preset=_VARIANT_PRESETS['_htm'])
+_VTM_ARGS = dict(tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
+_HTM_VTM_ARGS = dict(tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
 
 
 def _tiny_args() -> Dict[str, Any]:

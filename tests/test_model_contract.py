@@ -4,7 +4,7 @@ timm holds ViT-like models ('vit_*', 'deit*', ...) to a contract of their own: a
 input size, unchanged by gradient checkpointing; `num_features` / `head_hidden_size` that match what
 `forward_features` / `forward_head(pre_logits=True)` return; `reset_classifier(0)` and
 `num_classes=0` giving pooled features; cfg `classifier` / `first_conv` naming real weights; a backward
-that reaches every parameter; `forward_intermediates` and `features_only=True` feature maps. SPEC 2.4
+that reaches every parameter; `forward_intermediates` and `features_only=True` feature maps. docs/design.md §3
 says these "behave as in timm", so our 41 names (8 CCT bases and 3 ViT bases, each with its
 TokenMixup variants) are held to the same contract here, restated for this zoo.
 

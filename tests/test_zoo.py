@@ -1,4 +1,4 @@
-"""The model zoo: CCT family, ViT variants, TokenMixup defaults and the model protocol (SPEC 2.3, 2.4, 3).
+"""The model zoo: CCT family, ViT variants, TokenMixup defaults and the model protocol (docs/design.md §2.3, §3, §5).
 
 Small models (cct_2_3x2, cct_4_3x2, ViT-Ti) carry the behavioural tests; the checks that must hold
 for every name (eval parity with the base model) run over all 41, the large ones marked slow.
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 import models
 from models.cct import checkpoint_filter_fn as cct_checkpoint_filter_fn
-from tokenmixup import TokenMixupOutput
+from tokenmixup import HTMStatistics, TokenMixupOutput
+from tokenmixup.settings import SETTING_NAMES
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
@@ -62,7 +63,7 @@ def _no_dropout(name: str, **kwargs) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------
-# parameter counts (SPEC 3.1, 3.2)
+# parameter counts (docs/design.md §5.1, §5.2)
 
 def test_cct_7_3x1_has_3_783_269_parameters_with_100_classes():
     assert _num_params(timm.create_model('cct_7_3x1', num_classes=100)) == 3_783_269
@@ -91,7 +92,7 @@ def test_vit_base_htm_has_timms_vit_base_parameters_plus_769_000():
 
 
 # ---------------------------------------------------------------------------------------------
-# CCT architecture (SPEC 3.1)
+# CCT architecture (docs/design.md §5.1)
 
 @pytest.mark.parametrize('name, size, num_tokens, dim', [
     ('cct_7_3x1', 32, 256, 256),
@@ -176,14 +177,14 @@ def test_cct_default_cfg_has_fixed_input_size_and_dataset_normalisation(name):
 
 @pytest.mark.parametrize('name', [n for n in CCT_NAMES if '_224' not in n])
 def test_cct_32x32_default_cfg_uses_cifar100_mean_std(name):
-    """SPEC 3.1: mean/std are CIFAR-100's (0.5071/0.4867/0.4408, 0.2675/0.2565/0.2761) for the 32x32
+    """docs/design.md §5.1: mean/std are CIFAR-100's (0.5071/0.4867/0.4408, 0.2675/0.2565/0.2761) for the 32x32
     models; only the `.c10_300e` weights name CIFAR-10's."""
     cfg = timm.models.get_pretrained_cfg(name)
     assert tuple(cfg.mean) == CIFAR100_MEAN and tuple(cfg.std) == CIFAR100_STD
 
 
 # ---------------------------------------------------------------------------------------------
-# TokenMixup defaults (SPEC 3.3), read from model.tokenmixup_cfg
+# TokenMixup defaults (docs/design.md §5.3), read from model.tokenmixup_cfg
 
 def test_cct_htm_defaults_follow_the_cifar100_recipe():
     """cct_*_htm: HTM in front of block 2, tau 2.0 (CE), rho 0.005, SeqPool ScoreNet, lambda 0.001,
@@ -266,16 +267,22 @@ SETTINGS = {
     'saliency': ('vit_tiny_patch16_224_htm', 'mean'),
     'vtm_detach': ('cct_4_3x2', True),
     'mask_reference': ('cct_4_3x2', 'first'),
+    'difficulty_gating': ('cct_4_3x2', False),
+    'pairing': ('cct_4_3x2', 'random'),
+    'token_selection': ('cct_4_3x2', 'random'),
+    'label_mixing': ('cct_4_3x2', 'count'),
+    'mixing': ('cct_4_3x2', 'manifold'),
+    'manifold_alpha': ('cct_4_3x2', 0.5),
 }
 
 
 def test_settings_table_covers_every_tokenmixup_kwarg():
-    assert set(SETTINGS) == set(models.TOKENMIXUP_KWARGS)
+    assert set(SETTINGS) == set(SETTING_NAMES)
 
 
 @pytest.mark.parametrize('setting', sorted(SETTINGS))
 def test_every_setting_is_a_create_model_kwarg(setting):
-    """SPEC 3.3: every default is a keyword argument of timm.create_model."""
+    """docs/design.md §5.3: every default is a keyword argument of timm.create_model."""
     name, value = SETTINGS[setting]
     kwargs = {setting: value}
     if setting not in ('htm_layers', 'vtm_layers'):
@@ -312,7 +319,7 @@ def test_empty_vtm_layers_disables_vtm():
 
 
 # ---------------------------------------------------------------------------------------------
-# validation at construction (SPEC 3.3): ValueError naming the argument
+# validation at construction (docs/design.md §5.3): ValueError naming the argument
 
 @pytest.mark.parametrize('name, kwargs, argument', [
     ('cct_2_3x2', dict(htm_layers=(2,)), 'htm_layers'),          # outside the 2 blocks
@@ -349,15 +356,15 @@ def test_kappa_equal_to_the_token_count_is_allowed(name, kappa):
 
 
 def test_htm_and_vtm_may_share_a_block():
-    """SPEC 3.3: HTM mixes in front of the block, which then runs as a VTM block."""
+    """docs/design.md §5.3: HTM mixes in front of the block, which then runs as a VTM block."""
     model = timm.create_model('cct_4_3x2', htm_layers=(2,), vtm_layers=(2,), num_classes=10, tau=1e9).train()
     out = model(_images(4), torch.arange(4))
     assert out.logits.shape == (4, 10)
-    assert out.stats['htm2_easy'] == 4
+    assert out.stats[2].easy_samples == 4
 
 
 # ---------------------------------------------------------------------------------------------
-# the model protocol (SPEC 2.4)
+# the model protocol (docs/design.md §3)
 
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_model_x_returns_logits_in_train_and_eval(mode):
@@ -369,17 +376,18 @@ def test_model_x_returns_logits_in_train_and_eval(mode):
 
 
 def test_model_x_target_returns_tokenmixup_output():
-    """model(x, target) returns TokenMixupOutput with (B, C) float target, a 0-dim aux_loss and a dict
-    of 0-dim statistics keyed htm{block}_{name}."""
+    """model(x, target) returns TokenMixupOutput with (B, C) float target, a 0-dim aux_loss and the
+    HTMStatistics of each HTM block, keyed by block index."""
     model = timm.create_model('cct_4_3x2_htm', num_classes=10).train()
     out = model(_images(4), torch.randn(4, 10).softmax(dim=-1))
     assert isinstance(out, TokenMixupOutput)
     assert out.logits.shape == (4, 10)
     assert out.target.shape == (4, 10) and out.target.is_floating_point()
     assert out.aux_loss.ndim == 0 and out.aux_loss.is_floating_point()
-    assert 'htm2_easy' in out.stats
-    assert all(key.startswith('htm2_') for key in out.stats)
-    assert all(isinstance(value, torch.Tensor) and value.ndim == 0 for value in out.stats.values())
+    assert list(out.stats) == [2]
+    assert isinstance(out.stats[2], HTMStatistics)
+    scalars = [value for name, value in out.stats[2]._asdict().items() if name not in ('mask', 'partner')]
+    assert all(isinstance(value, torch.Tensor) and value.ndim == 0 for value in scalars)
 
 
 def test_hard_labels_are_one_hot_encoded():
@@ -458,7 +466,7 @@ def test_tokenmixup_adds_no_buffers_to_a_sine_embedding_cct():
 
 
 def _default_htm_block(name: str) -> int:
-    """SPEC 3.3: CCT _htm block 2, _htm_vtm block 3, clamped to depth - 1; ViT block 3."""
+    """docs/design.md §5.3: CCT _htm block 2, _htm_vtm block 3, clamped to depth - 1; ViT block 3."""
     if name.startswith('vit_'):
         return 3
     depth = CCT_DEPTHS[_base_name(name)]
@@ -467,7 +475,7 @@ def _default_htm_block(name: str) -> int:
 
 @pytest.mark.parametrize('name', [n for n in ALL_NAMES if '_htm' in n])
 def test_htm_cfg_classifier_names_head_and_scorenet_head(name):
-    """So that timm drops both when num_classes changes (SPEC 2.4)."""
+    """So that timm drops both when num_classes changes (docs/design.md §3)."""
     cfg = timm.models.get_pretrained_cfg(name)
     assert tuple(cfg.classifier) == ('head', f'htm.{_default_htm_block(name)}.scorenet.head')
 
@@ -490,7 +498,7 @@ def test_reset_classifier_rebuilds_head_and_every_scorenet_head(name, size, kwar
 
 
 # ---------------------------------------------------------------------------------------------
-# eval parity: every variant computes its base model's function (SPEC 2.3, 3.2; measure "1.00")
+# eval parity: every variant computes its base model's function (docs/design.md §2.3, §5.2; §9 measure "1.00")
 
 @functools.lru_cache(maxsize=1)
 def _base_reference(base_name: str, num_classes: int):
@@ -533,7 +541,7 @@ def vit_tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize('suffix', ['_htm', '_vtm', '_htm_vtm'])
 def test_timm_vit_weights_load_with_only_scorenet_fresh(vit_tiny_checkpoint, suffix):
-    """SPEC 3.2: timm's weights load into the variant; every non-ScoreNet weight equals the file's."""
+    """docs/design.md §5.2: timm's weights load into the variant; every non-ScoreNet weight equals the file's."""
     path, saved = vit_tiny_checkpoint
     model = timm.create_model(
         'vit_tiny_patch16_224' + suffix, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
@@ -629,7 +637,7 @@ def test_cct_prune_intermediate_layers_as_timms_feature_getter_calls_it():
 
 
 # ---------------------------------------------------------------------------------------------
-# HTM through a model (SPEC 2.2)
+# HTM through a model (docs/design.md §2.2)
 
 def test_htm_with_tau_0_finds_no_easy_sample_and_leaves_targets():
     """Easy iff CE < tau: at tau = 0 no sample is easy, nothing is mixed, the target is the one-hot."""
@@ -637,8 +645,8 @@ def test_htm_with_tau_0_finds_no_easy_sample_and_leaves_targets():
     model = timm.create_model('cct_2_3x2_htm', num_classes=10, tau=0.0).train()
     labels = torch.arange(8)
     out = model(_images(8), labels)
-    assert out.stats['htm1_easy'] == 0
-    assert out.stats['htm1_mixed'] == 0
+    assert out.stats[1].easy_samples == 0
+    assert out.stats[1].mixed_samples == 0
     assert torch.equal(out.target, F.one_hot(labels, 10).float())
 
 
@@ -650,15 +658,15 @@ def test_htm_with_huge_tau_and_rho_0_replaces_tokens_and_mixes_labels():
     labels = torch.arange(8)
     out = model(_images(8), labels)
     one_hot = F.one_hot(labels, 10).float()
-    assert out.stats['htm1_easy'] == 8
-    assert out.stats['htm1_mixed'] > 0
+    assert out.stats[1].easy_samples == 8
+    assert out.stats[1].mixed_samples > 0
     changed = (out.target - one_hot).abs().sum(dim=-1) > 1e-6
     assert changed.any()
     torch.testing.assert_close(out.target.sum(dim=-1), torch.ones(8))
 
 
 # ---------------------------------------------------------------------------------------------
-# VTM through a model (SPEC 2.3)
+# VTM through a model (docs/design.md §2.3)
 
 VTM_MODELS = [('cct_2_3x2_vtm', 32), ('cct_7_3x1_vtm', 32), ('vit_tiny_patch16_224_vtm', 224)]
 
@@ -739,7 +747,7 @@ def test_grad_checkpointing_leaves_train_mode_tokenmixup_unchanged(name):
 
 
 def test_tokenmixup_runs_under_bfloat16_autocast():
-    """SPEC 2.4: AMP autocast sees one ordinary call; targets and aux_loss stay float32."""
+    """docs/design.md §3: AMP autocast sees one ordinary call; targets and aux_loss stay float32."""
     model = timm.create_model('cct_2_3x2_htm_vtm', num_classes=10, tau=1e9).train()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = model(_images(4), torch.tensor([0, 1, 2, 3]))
@@ -751,7 +759,7 @@ def test_tokenmixup_runs_under_bfloat16_autocast():
 
 
 # ---------------------------------------------------------------------------------------------
-# torch.compile (SPEC 2.4: one ordinary call)
+# torch.compile (docs/design.md §3: one ordinary call)
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings('ignore:Dynamo does not know how to trace the builtin')  # the Hungarian solver: a graph break
