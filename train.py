@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -27,21 +26,26 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import yaml
-from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
+from timm.data import Mixup, create_loader, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
 from timm.models import create_model, safe_model_name
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.task import ClassificationTask, load_task_ema_checkpoint, resume_task_checkpoint
 from timm.utils import (
-    CheckpointSaver, NativeScaler, ParseKwargs, get_outdir, init_distributed_device, random_seed,
+    CheckpointSaver, NativeScaler, ParseKwargs, dispatch_clip_grad, get_outdir, init_distributed_device, random_seed,
     setup_default_logging, update_summary)
-from timm.utils.clip_grad import dispatch_clip_grad
 
 import models  # noqa: F401  (registers the zoo with timm)
-from models.checkpoints import MODEL_CONFIG_KEY, describe_model, load_training_checkpoint, resolve_model_source
-from models.datasets import create_embedded_dataset, is_embedded_dataset
-from tokenmixup import TokenMixupOutput, one_hot_target
+from tokenmixup import HTMStatisticsMeter, TokenMixupOutput, flat_statistics, one_hot_target
+from tokenmixup.settings import PRESETS, SETTINGS, Setting
+from tokenmixup_tools.checkpoints import (
+    MODEL_CONFIG_KEY, describe_model, load_training_checkpoint, plain_run_arguments, resolve_model_source,
+    save_training_checkpoint)
+from tokenmixup_tools.datasets import DEFAULT_DATASET, create_dataset_split, dataset_num_classes
+from tokenmixup_tools.evaluation import evaluate
+from tokenmixup_tools.files import atomic_duplicate, atomic_open, atomic_path
+from tokenmixup_tools.runtime import create_autocast, create_loss_scaler, default_device
 
 _logger = logging.getLogger('train')
 
@@ -60,8 +64,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group('Dataset')
     group.add_argument('--data-dir', metavar='DIR', default=None, help='dataset root (not needed for embedded/*)')
-    group.add_argument('--dataset', metavar='NAME', default='embedded/digits',
-                       help='embedded/digits (default, ships with the package), or any timm dataset: '
+    group.add_argument('--dataset', metavar='NAME', default=DEFAULT_DATASET,
+                       help=f'{DEFAULT_DATASET} (default, ships with the package), or any timm dataset: '
                             '"" for an ImageFolder under --data-dir, torch/cifar10, torch/cifar100, ...')
     group.add_argument('--train-split', metavar='NAME', default='train')
     group.add_argument('--val-split', metavar='NAME', default='validation')
@@ -85,18 +89,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N')
     group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra model kwargs k=v')
 
-    group = parser.add_argument_group('TokenMixup (None = the model\'s default; an empty list disables)')
-    group.add_argument('--htm-layers', type=int, nargs='*', default=None, metavar='BLOCK', help='HTM block indices')
-    group.add_argument('--vtm-layers', type=int, nargs='*', default=None, metavar='BLOCK', help='VTM block indices')
-    group.add_argument('--tau', type=float, default=None, help='HTM difficulty threshold (cross-entropy)')
-    group.add_argument('--rho', type=float, default=None, help='HTM minimum per-token saliency gain')
-    group.add_argument('--kappa', type=int, default=None, help='VTM tokens kept per earlier block')
-    group.add_argument('--scorenet-lambda', type=float, default=None, help='weight of the ScoreNet loss')
-    group.add_argument('--scorenet-pool', default=None, choices=('attn', 'avg', 'cls'))
-    group.add_argument('--scorenet-detach', default=None, action=argparse.BooleanOptionalAction)
-    group.add_argument('--saliency', default=None, choices=('mean', 'cls'))
-    group.add_argument('--vtm-detach', default=None, action=argparse.BooleanOptionalAction)
-    group.add_argument('--mask-reference', default=None, choices=('own', 'first'))
+    _add_tokenmixup_arguments(parser)
 
     group = parser.add_argument_group('Optimizer and schedule')
     group.add_argument('--opt', default='adamw', type=str, metavar='OPTIMIZER')
@@ -166,8 +159,30 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                        help='progress bar (default: on an interactive terminal); plain log lines otherwise')
 
 
-TOKENMIXUP_FLAGS = ('htm_layers', 'vtm_layers', 'tau', 'rho', 'kappa', 'scorenet_lambda', 'scorenet_pool',
-                    'scorenet_detach', 'saliency', 'vtm_detach', 'mask_reference')
+def _add_tokenmixup_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting of `tokenmixup.SETTINGS` (`--name-with-dashes`), and `--tokenmixup-preset`."""
+    group = parser.add_argument_group(
+        'TokenMixup', "unset: the model's own value (its preset, else the declared default); an empty block "
+                      "list disables HTM or VTM (docs/design.md §2.4)")
+    group.add_argument('--tokenmixup-preset', default=None, choices=tuple(PRESETS), metavar='NAME',
+                       help=f'a recipe of tokenmixup.PRESETS, adapted to the model: {", ".join(PRESETS)} '
+                            "(default: the model's own)")
+    for setting in SETTINGS:
+        group.add_argument(f'--{setting.name.replace("_", "-")}', default=None, **_flag_options(setting),
+                           help=f'{setting.help} (declared default: {setting.default!r})')
+
+
+def _flag_options(setting: Setting) -> Dict[str, Any]:
+    """How argparse reads a setting of each kind."""
+    if setting.kind == 'layers':
+        return dict(type=int, nargs='*', metavar='BLOCK')
+    if setting.kind == 'count':
+        return dict(type=int, metavar='N')
+    if setting.kind in ('nonnegative', 'positive'):
+        return dict(type=float, metavar='X')
+    if setting.kind == 'bool':
+        return dict(action=argparse.BooleanOptionalAction)
+    return dict(choices=setting.choices)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -209,46 +224,9 @@ class TokenMixupTask(ClassificationTask):
         return {'loss': loss, 'output': out.logits, 'aux_loss': out.aux_loss, 'stats': out.stats}
 
 
-class TokenMixupStatsMeter:
-    """Per-epoch HTM statistics, accumulated on the device and read once per epoch.
-
-    For each HTM block l it reports `htm{l}_mixed_samples` (mean mixed samples per batch, the paper's
-    Fig. 4 curriculum), `htm{l}_replaced_tokens` (mean replaced tokens per mixed sample) and
-    `htm{l}_difficulty` (mean ScoreNet loss).
-    """
-
-    def __init__(self) -> None:
-        self.sums: Dict[str, torch.Tensor] = {}
-        self.steps = 0
-
-    def update(self, stats: Dict[str, torch.Tensor]) -> None:
-        self.steps += 1
-        for key, value in stats.items():
-            if not key.endswith('_mixed'):
-                continue
-            layer = key[:-len('_mixed')]
-            values = torch.stack([
-                value, stats[f'{layer}_replaced_tokens'] * value, stats[f'{layer}_difficulty_mean']]).detach().float()
-            self.sums[layer] = self.sums[layer] + values if layer in self.sums else values
-
-    def compute(self, distributed: bool = False) -> Dict[str, float]:
-        metrics = OrderedDict()
-        for layer in sorted(self.sums, key=lambda name: int(name[3:])):
-            totals = self.sums[layer].clone()
-            steps = torch.tensor(float(self.steps), device=totals.device)
-            if distributed:
-                torch.distributed.all_reduce(totals)
-                torch.distributed.all_reduce(steps)
-            mixed, replaced, difficulty = totals.tolist()
-            metrics[f'{layer}_mixed_samples'] = mixed / max(steps.item(), 1)
-            metrics[f'{layer}_replaced_tokens'] = replaced / mixed if mixed > 0 else 0.0
-            metrics[f'{layer}_difficulty'] = difficulty / max(steps.item(), 1)
-        return metrics
-
-
 class AtomicCheckpointSaver(CheckpointSaver):
     """timm's checkpoint saver, with every file written whole (temp file + rename) and the run's
-    model configuration and LR scheduler state recorded in each checkpoint."""
+    model configuration, plain-data arguments and LR scheduler state recorded in each checkpoint."""
 
     def __init__(self, *args, model_config: Dict[str, Any], lr_scheduler=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -273,51 +251,23 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if metric is not None:
             save_state['metric'] = metric
         save_state['saver'] = self.state_dict(epoch, metric)
-        torch.save(save_state, save_path)  # save_path is a temp name; the caller renames it
+        save_training_checkpoint(save_path, save_state)
+
+    def _replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)  # timm's version removes dst first (for Windows): a moment with no last.pth.tar
 
     def _duplicate(self, src: str, dst: str) -> None:
-        # a hard link (or, where links fail, a copy) goes to a temp name first and is renamed over dst, so
-        # dst is either the old file or the whole new one (timm's version copies straight into dst)
-        if self.can_hardlink:
-            link = f'{dst}.link.tmp'
-            try:
-                if os.path.exists(link):
-                    os.remove(link)
-                os.link(src, link)
-                os.replace(link, dst)
-                return
-            except (OSError, NotImplementedError):
-                self.can_hardlink = False
-                if os.path.exists(link):
-                    os.remove(link)
-        _atomic_copy(src, dst)
-
-
-def _atomic_copy(src: str, dst: str) -> None:
-    handle, tmp_path = tempfile.mkstemp(dir=os.path.dirname(dst) or '.', suffix='.tmp')
-    os.close(handle)
-    try:
-        shutil.copy2(src, tmp_path)
-        os.replace(tmp_path, dst)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+        # timm's version copies straight into dst; here dst is either the old file or the whole new one
+        self.can_hardlink = atomic_duplicate(src, dst, hard_link=self.can_hardlink)
 
 
 def append_summary_row(epoch: int, train_metrics: Dict[str, float], eval_metrics: Dict[str, float],
                        filename: str, lr: float) -> None:
     """timm's `update_summary`, applied to a copy that then replaces the file (never half-written)."""
-    handle, tmp_path = tempfile.mkstemp(dir=os.path.dirname(filename) or '.', suffix='.csv.tmp')
-    os.close(handle)
-    try:
+    with atomic_path(filename) as tmp_path:
         if os.path.exists(filename):
             shutil.copyfile(filename, tmp_path)
         update_summary(epoch, train_metrics, eval_metrics, filename=tmp_path, lr=lr)
-        os.chmod(tmp_path, 0o644)  # mkstemp makes private files; the summary is an ordinary one
-        os.replace(tmp_path, filename)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
 
 
 class Progress:
@@ -354,12 +304,12 @@ class Progress:
 
 
 def _tokenmixup_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
-    kwargs = {}
-    for name in TOKENMIXUP_FLAGS:
-        value = getattr(args, name)
-        if value is not None:
-            kwargs[name] = tuple(value) if isinstance(value, list) else value
-    return kwargs
+    """The TokenMixup flags given (a preset and settings) as model keyword arguments."""
+    kwargs = {'tokenmixup_preset': args.tokenmixup_preset}
+    for setting in SETTINGS:
+        value = getattr(args, setting.name)
+        kwargs[setting.name] = tuple(value) if isinstance(value, list) else value
+    return {name: value for name, value in kwargs.items() if value is not None}
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> Tuple[nn.Module, Dict[str, Any]]:
@@ -378,23 +328,14 @@ def build_model(args: argparse.Namespace, num_classes: int) -> Tuple[nn.Module, 
 
 
 def create_datasets(args: argparse.Namespace):
-    if is_embedded_dataset(args.dataset):
-        return create_embedded_dataset(args.dataset, 'train'), create_embedded_dataset(args.dataset, 'validation')
-    if not args.data_dir and not args.dataset.startswith(('hfds/', 'hfids/', 'tfds/', 'wds/')):
-        raise SystemExit(f'--dataset {args.dataset!r} needs --data-dir')
-    common = dict(root=args.data_dir, download=args.dataset_download, batch_size=args.batch_size, seed=args.seed)
-    train = create_dataset(args.dataset, split=args.train_split, is_training=True, **common)
-    val = create_dataset(args.dataset, split=args.val_split, is_training=False, **common)
+    """The training and validation splits the flags name."""
+    common = dict(data_dir=args.data_dir, download=args.dataset_download, batch_size=args.batch_size, seed=args.seed)
+    try:
+        train = create_dataset_split(args.dataset, args.train_split, is_training=True, **common)
+        val = create_dataset_split(args.dataset, args.val_split, is_training=False, **common)
+    except ValueError as e:
+        raise SystemExit(f'--dataset {args.dataset!r}: {e}') from e
     return train, val
-
-
-def dataset_num_classes(dataset) -> Optional[int]:
-    """The class count a dataset declares (embedded, torchvision or timm ImageFolder), else None."""
-    for attribute in ('num_classes',):
-        if hasattr(dataset, attribute):
-            return int(getattr(dataset, attribute))
-    classes = getattr(dataset, 'classes', None) or getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
-    return len(classes) if classes else None
 
 
 def train_one_epoch(
@@ -412,7 +353,7 @@ def train_one_epoch(
 ) -> Tuple[Dict[str, float], int]:
     """One pass over the training set; returns the epoch's metrics and the update count."""
     task.train()
-    stats_meter = TokenMixupStatsMeter()
+    stats_meter = HTMStatisticsMeter()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     num_samples = 0
     interactive = args.progress if args.progress is not None else sys.stdout.isatty()
@@ -443,10 +384,9 @@ def train_one_epoch(
         stats_meter.update(result['stats'])
         values = None
         if progress.wants_values(step):
-            values = {'loss': loss_sum.item() / num_samples}
-            mixed = [value for key, value in result['stats'].items() if key.endswith('_mixed')]
-            if mixed:
-                values['mixed/batch'] = float(sum(value.item() for value in mixed))
+            shown = flat_statistics(result['stats'], ('mixed_samples',))
+            numbers = torch.stack([loss_sum / num_samples, *(value.double() for value in shown.values())]).tolist()
+            values = dict(zip(['loss', *shown], numbers))
         progress.step(step, input.shape[0], values)
 
     totals = torch.stack([loss_sum, torch.tensor(float(num_samples), device=device, dtype=torch.float64)])
@@ -457,36 +397,18 @@ def train_one_epoch(
     return metrics, num_updates
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, task: TokenMixupTask, loader, args: argparse.Namespace, device: torch.device,
-             amp_autocast=nullcontext) -> Dict[str, float]:
-    """Loss, top-1 and top-5 on `loader` (timm's evaluator), reduced over processes."""
-    model.eval()
-    evaluator = task.create_evaluator()
-    for input, target in loader:
-        input, target = input.to(device), target.to(device)
-        with amp_autocast():
-            output = model(input)
-        evaluator.update(output.float(), target)
-    return evaluator.compute(distributed=args.distributed)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Train; returns the final epoch's eval metrics and where the run was written."""
     args = parse_args(argv)
-    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    args.device = args.device or default_device()
     device = init_distributed_device(args)
     if args.distributed:
         _logger.info(f'process {args.rank} of {args.world_size} on {device}')
     random_seed(args.seed, args.rank)
+    run_args = plain_run_arguments(args)  # what checkpoints store: fails here, not at the first save
 
-    amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
-    amp_autocast = nullcontext
-    loss_scaler = None
-    if args.amp:
-        amp_autocast = lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)  # noqa: E731
-        if amp_dtype == torch.float16 and device.type == 'cuda':
-            loss_scaler = NativeScaler(device=device.type)
+    amp_autocast = create_autocast(device, args.amp, args.amp_dtype)
+    loss_scaler = create_loss_scaler(device, args.amp, args.amp_dtype)
 
     dataset_train, dataset_eval = create_datasets(args)
     num_classes = args.num_classes or dataset_num_classes(dataset_train)
@@ -579,8 +501,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             max_history=args.checkpoint_hist, model_config=model_config, lr_scheduler=lr_scheduler)
         if resume_state is not None and 'saver' in resume_state:
             saver.load_state_dict(resume_state['saver'])
-        with open(os.path.join(output_dir, 'args.yaml'), 'w') as f:
-            f.write(yaml.safe_dump(vars(args), default_flow_style=False))
+        with atomic_open(os.path.join(output_dir, 'args.yaml')) as f:
+            f.write(yaml.safe_dump(run_args, default_flow_style=False))
         _logger.info(f'writing to {output_dir}; training epochs {start_epoch}..{num_epochs - 1}')
 
     eval_metrics: Dict[str, float] = {}
@@ -593,10 +515,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         train_metrics, num_updates = train_one_epoch(
             epoch, task, loader_train, optimizer, args, device, lr_scheduler=lr_scheduler,
             amp_autocast=amp_autocast, loss_scaler=loss_scaler, mixup_fn=mixup_fn, num_updates=num_updates)
-        eval_metrics = evaluate(task.get_eval_model(), task, loader_eval, args, device, amp_autocast)
-        if task.has_ema():
-            ema_metrics = evaluate(task.get_eval_model(ema=True), task, loader_eval, args, device, amp_autocast)
-            eval_metrics = ema_metrics
+        eval_metrics = evaluate(task.get_eval_model(), loader_eval, device, amp_autocast, args.distributed)
+        if task.has_ema():  # as in timm, the EMA weights' metrics are the ones reported and ranked
+            eval_metrics = evaluate(task.get_eval_model(ema=True), loader_eval, device, amp_autocast, args.distributed)
         lr = optimizer.param_groups[0]['lr']
         if args.rank == 0:
             _logger.info(

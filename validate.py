@@ -14,10 +14,10 @@ The model comes from one of:
 - a plain state dict (or a checkpoint without a recorded configuration): needs `--model NAME`.
 - pretrained weights: `--model NAME --pretrained` (NAME may be `hf-hub:org/repo` or `local-dir:PATH`).
 
-Without a checkpoint that names one, the dataset is the embedded digits set (`embedded/digits`,
-validation split), which needs no download. Evaluation goes through the same pipeline as
-`train.py`'s eval pass: timm's eval transforms (`create_loader(is_training=False)`, no prefetcher)
-and timm's `ClassificationEvaluator`.
+Without a checkpoint that names one, the dataset is the embedded digits set (validation split),
+which needs no download. Evaluation is `train.py`'s eval pass (`tokenmixup_tools.evaluation`):
+timm's eval transforms (`create_loader(is_training=False)`, no prefetcher) and timm's
+`ClassificationEvaluator`.
 
     python validate.py --checkpoint output/train/RUN/last.pth.tar --results-file results.csv
     python validate.py --model cct_7_3x1 --pretrained --dataset torch/cifar100 --data-dir /data/cifar
@@ -27,84 +27,90 @@ import csv
 import json
 import logging
 import os
-import tempfile
-import time
 from collections import OrderedDict
-from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from timm.data import create_dataset, create_loader, resolve_data_config
+from timm.data import create_loader, resolve_data_config
 from timm.models import create_model
-from timm.task import ClassificationEvaluator
 from timm.utils import ParseKwargs, setup_default_logging
 
 import models  # noqa: F401  (registers the zoo with timm)
-from models import checkpoints
-from models.checkpoints import create_model_from_config, model_config_from_checkpoint
-from models.datasets import create_embedded_dataset, is_embedded_dataset
-from train import dataset_num_classes
+from tokenmixup_tools.checkpoints import (
+    RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, load_weights, model_config_from_checkpoint,
+    read_checkpoint)
+from tokenmixup_tools.datasets import DEFAULT_DATASET, create_dataset_split, dataset_num_classes
+from tokenmixup_tools.evaluation import evaluate
+from tokenmixup_tools.files import atomic_open
+from tokenmixup_tools.runtime import create_autocast, default_device
 
 _logger = logging.getLogger('validate')
 
-DEFAULT_DATASET = 'embedded/digits'
 DEFAULT_SPLIT = 'validation'
 RESULTS_FORMATS = ('csv', 'json')
 
-parser = argparse.ArgumentParser(
-    description='TokenMixup validation (timm recipe). `--checkpoint PATH` of a train.py run is enough.')
 
-group = parser.add_argument_group('Dataset (default: what the checkpoint\'s run evaluated on, else embedded/digits)')
-group.add_argument('--data-dir', metavar='DIR', default=None, help='dataset root (not needed for embedded/*)')
-group.add_argument('--dataset', metavar='NAME', default=None,
-                   help=f'{DEFAULT_DATASET} or any timm dataset: "" for an ImageFolder under --data-dir, '
-                        'torch/cifar10, torch/cifar100, ...')
-group.add_argument('--split', metavar='NAME', default=None, help=f'dataset split (default: {DEFAULT_SPLIT})')
-group.add_argument('--dataset-download', action='store_true', default=False,
-                   help='allow torchvision datasets to download (needs a network)')
+def build_parser() -> argparse.ArgumentParser:
+    """validate.py's argument parser, new for every parse."""
+    parser = argparse.ArgumentParser(
+        description='TokenMixup validation (timm recipe). `--checkpoint PATH` of a train.py run is enough.')
 
-group = parser.add_argument_group('Model')
-group.add_argument('--model', '-m', metavar='NAME', default=None,
-                   help='model name (default: the checkpoint\'s recorded architecture)')
-group.add_argument('--checkpoint', default='', type=str, metavar='PATH',
-                   help='a train.py checkpoint (the model is rebuilt from it) or a plain state dict (needs --model)')
-group.add_argument('--pretrained', action='store_true', default=False,
-                   help='validate the pretrained weights of --model (implied when there is no --checkpoint)')
-group.add_argument('--use-ema', action='store_true', default=False,
-                   help='validate the checkpoint\'s EMA weights (runs trained with --model-ema)')
-group.add_argument('--num-classes', type=int, default=None, metavar='N',
-                   help='classes (default: the checkpoint\'s; for a plain state dict the dataset\'s)')
-group.add_argument('--img-size', type=int, default=None, metavar='N',
-                   help='image size (default: the checkpoint\'s, else the model\'s)')
-group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
-                   help='model keyword arguments k=v, over the checkpoint\'s recorded ones')
+    group = parser.add_argument_group(
+        f'Dataset (default: what the checkpoint\'s run evaluated on, else {DEFAULT_DATASET})')
+    group.add_argument('--data-dir', metavar='DIR', default=None, help='dataset root (not needed for embedded/*)')
+    group.add_argument('--dataset', metavar='NAME', default=None,
+                       help=f'{DEFAULT_DATASET} or any timm dataset: "" for an ImageFolder under --data-dir, '
+                            'torch/cifar10, torch/cifar100, ...')
+    group.add_argument('--split', metavar='NAME', default=None, help=f'dataset split (default: {DEFAULT_SPLIT})')
+    group.add_argument('--dataset-download', action='store_true', default=False,
+                       help='allow torchvision datasets to download (needs a network)')
 
-group = parser.add_argument_group('Eval preprocessing (default: the checkpoint\'s run, else the model\'s)')
-group.add_argument('--crop-pct', default=None, type=float, metavar='PCT', help='center crop fraction')
-group.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN', help='normalisation mean')
-group.add_argument('--std', type=float, nargs='+', default=None, metavar='STD', help='normalisation std')
-group.add_argument('--interpolation', default=None, type=str, metavar='NAME', help='resize interpolation')
+    group = parser.add_argument_group('Model')
+    group.add_argument('--model', '-m', metavar='NAME', default=None,
+                       help='model name (default: the checkpoint\'s recorded architecture)')
+    group.add_argument('--checkpoint', default='', type=str, metavar='PATH',
+                       help='a train.py checkpoint (the model is rebuilt from it) or a plain state dict '
+                            '(needs --model)')
+    group.add_argument('--pretrained', action='store_true', default=False,
+                       help='validate the pretrained weights of --model (implied when there is no --checkpoint)')
+    group.add_argument('--use-ema', action='store_true', default=False,
+                       help='validate the checkpoint\'s EMA weights (runs trained with --model-ema)')
+    group.add_argument('--num-classes', type=int, default=None, metavar='N',
+                       help='classes (default: the checkpoint\'s; for a plain state dict the dataset\'s)')
+    group.add_argument('--img-size', type=int, default=None, metavar='N',
+                       help='image size (default: the checkpoint\'s, else the model\'s)')
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                       help='model keyword arguments k=v, over the checkpoint\'s recorded ones')
 
-group = parser.add_argument_group('Run')
-group.add_argument('-b', '--batch-size', type=int, default=128, metavar='N', help='batch size (default: 128)')
-group.add_argument('-j', '--workers', type=int, default=0, metavar='N', help='data loading processes (default: 0)')
-group.add_argument('--pin-mem', action='store_true', default=False)
-group.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
-group.add_argument('--amp', action='store_true', default=False, help='mixed precision (autocast)')
-group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
-group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor',
-                   help='torch.compile the model with this backend (default when given: inductor)')
-group.add_argument('--log-freq', type=int, default=10, metavar='N', help='batches between progress lines')
+    group = parser.add_argument_group('Eval preprocessing (default: the checkpoint\'s run, else the model\'s)')
+    group.add_argument('--crop-pct', default=None, type=float, metavar='PCT', help='center crop fraction')
+    group.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN', help='normalisation mean')
+    group.add_argument('--std', type=float, nargs='+', default=None, metavar='STD', help='normalisation std')
+    group.add_argument('--interpolation', default=None, type=str, metavar='NAME', help='resize interpolation')
 
-group = parser.add_argument_group('Results')
-group.add_argument('--results-file', default='', type=str, metavar='PATH',
-                   help='write the result rows here (replaced whole, never half-written)')
-group.add_argument('--results-format', default='csv', choices=RESULTS_FORMATS,
-                   help='csv (a header and one row per model) or json (a list of rows)')
+    group = parser.add_argument_group('Run')
+    group.add_argument('-b', '--batch-size', type=int, default=128, metavar='N', help='batch size (default: 128)')
+    group.add_argument('-j', '--workers', type=int, default=0, metavar='N', help='data loading processes (default: 0)')
+    group.add_argument('--pin-mem', action='store_true', default=False)
+    group.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
+    group.add_argument('--amp', action='store_true', default=False, help='mixed precision (autocast)')
+    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
+    group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor',
+                       help='torch.compile the model with this backend (default when given: inductor)')
+    group.add_argument('--log-freq', type=int, default=10, metavar='N', help='batches between progress lines')
+
+    group = parser.add_argument_group('Results')
+    group.add_argument('--results-file', default='', type=str, metavar='PATH',
+                       help='write the result rows here (replaced whole, never half-written)')
+    group.add_argument('--results-format', default='csv', choices=RESULTS_FORMATS,
+                       help='csv (a header and one row per model) or json (a list of rows)')
+    return parser
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line; at least one of --checkpoint and --model is needed."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.checkpoint and not args.model:
         parser.error('nothing to validate: give --checkpoint PATH (a train.py checkpoint) or --model NAME')
@@ -114,35 +120,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------
 # checkpoint, dataset and model
 
-def read_checkpoint(path: str, flag: str = '--checkpoint') -> Dict[str, Any]:
-    """The checkpoint dict at `path` (loaded on the CPU without executing code); errors name `flag`."""
-    try:
-        return checkpoints.read_checkpoint(path)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f'{flag} {e}') from e
-
-
-def select_state_dict(checkpoint: Dict[str, Any], use_ema: bool, path: str,
-                      flag: str = '--checkpoint') -> Dict[str, torch.Tensor]:
-    """The model weights of `checkpoint`: its EMA weights with `use_ema`, else its main ones."""
-    try:
-        return checkpoints.checkpoint_weights(checkpoint, use_ema)
-    except ValueError as e:
-        raise SystemExit(f'{"--use-ema" if use_ema else flag}: {path} {e}') from e
-
-
 def resolve_run_defaults(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]]) -> None:
     """Fill the dataset and eval-preprocessing flags left unset from the checkpoint's training run.
 
     The dataset location (`--data-dir`, `--split`) is taken from the run only when the dataset is
     the run's. Anything still unset falls back to the embedded digits set, validation split.
     """
-    train_args = checkpoint.get('args') if checkpoint is not None else None
-    if not isinstance(train_args, argparse.Namespace):
-        train_args = None
+    train_args = checkpoint.get(RUN_ARGS_KEY) if checkpoint is not None else None
 
     def recorded(name: str) -> Any:
-        value = getattr(train_args, name, None) if train_args is not None else None
+        value = train_args.get(name) if train_args is not None else None
         return None if value == '' and name == 'interpolation' else value
 
     same_dataset = args.dataset is None or (train_args is not None and args.dataset == recorded('dataset'))
@@ -159,16 +146,12 @@ def resolve_run_defaults(args: argparse.Namespace, checkpoint: Optional[Dict[str
 
 def create_eval_dataset(args: argparse.Namespace):
     """The split to validate on: the embedded set, or any dataset timm's `create_dataset` knows."""
-    if is_embedded_dataset(args.dataset):
-        try:
-            return create_embedded_dataset(args.dataset, args.split)
-        except ValueError as e:
-            raise SystemExit(f'--dataset {args.dataset} --split {args.split}: {e}') from e
-    if not args.data_dir and not args.dataset.startswith(('hfds/', 'hfids/', 'tfds/', 'wds/')):
-        raise SystemExit(f'--dataset {args.dataset!r} needs --data-dir')
-    return create_dataset(
-        args.dataset, root=args.data_dir, split=args.split, is_training=False, download=args.dataset_download,
-        batch_size=args.batch_size)
+    try:
+        return create_dataset_split(
+            args.dataset, args.split, data_dir=args.data_dir, download=args.dataset_download,
+            batch_size=args.batch_size)
+    except ValueError as e:
+        raise SystemExit(f'--dataset {args.dataset!r} --split {args.split!r}: {e}') from e
 
 
 def _model_overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -206,14 +189,16 @@ def build_model(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]], 
             'checkpoint not written by train.py): pass --model NAME (and --num-classes / --img-size / '
             '--model-kwargs as it was trained)')
 
-    state_dict = select_state_dict(checkpoint, args.use_ema, args.checkpoint)
     try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        detail = ' '.join(str(e).split())
+        state_dict = checkpoint_weights(checkpoint, args.use_ema)
+    except ValueError as e:
+        raise SystemExit(f'{"--use-ema" if args.use_ema else "--checkpoint"}: {args.checkpoint} {e}') from e
+    try:
+        load_weights(model, state_dict)
+    except ValueError as e:
         raise SystemExit(
             f'--checkpoint {args.checkpoint}: its weights do not fit {name} with {model.num_classes} classes'
-            f'{_describe_overrides(args)}; check --model, --num-classes, --img-size and --model-kwargs. {detail}'
+            f'{_describe_overrides(args)}; check --model, --num-classes, --img-size and --model-kwargs. {e}'
         ) from e
     return model, name
 
@@ -233,37 +218,19 @@ def _recorded_img_size(checkpoint: Optional[Dict[str, Any]]) -> Optional[int]:
 # ---------------------------------------------------------------------------------------------
 # evaluation and results
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, amp_autocast=nullcontext,
-             log_freq: int = 10) -> Dict[str, float]:
-    """Loss, top-1 and top-5 (percentages) over `loader`, as `train.py` evaluates: timm's evaluator."""
-    model.eval()
-    evaluator = ClassificationEvaluator(device=device)
-    start = time.perf_counter()
-    for step, (input, target) in enumerate(loader):
-        input, target = input.to(device), target.to(device)
-        with amp_autocast():
-            output = model(input)
-        evaluator.update(output.float(), target)
-        if log_freq and (step % log_freq == 0 or step + 1 == len(loader)):
-            running = evaluator.summary()
-            rate = evaluator.num_samples / max(time.perf_counter() - start, 1e-9)
-            _logger.info(f'test [{step + 1}/{len(loader)}] {rate:.1f} img/s  loss {running["loss"]:.4f}  '
-                         f'top-1 {running["top1"]:.3f}  top-5 {running["top5"]:.3f}')
-    return evaluator.compute()
-
-
 def validate(args: argparse.Namespace) -> Dict[str, Any]:
     """Validate the model the flags name; returns its result row."""
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    amp_autocast = nullcontext
-    if args.amp:
-        amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
-        amp_autocast = lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)  # noqa: E731
+    device = torch.device(args.device or default_device())
+    amp_autocast = create_autocast(device, args.amp, args.amp_dtype)
     if args.use_ema and not args.checkpoint:
         raise SystemExit('--use-ema needs --checkpoint (pretrained weights have no EMA copy)')
 
-    checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    checkpoint = None
+    if args.checkpoint:
+        try:
+            checkpoint = read_checkpoint(args.checkpoint)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f'--checkpoint {e}') from e
     resolve_run_defaults(args, checkpoint)
     dataset = create_eval_dataset(args)
     model, name = build_model(args, checkpoint, dataset)
@@ -289,7 +256,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         std=data_config['std'], num_workers=args.workers, distributed=False, pin_memory=args.pin_mem,
         device=device, use_prefetcher=False)
 
-    metrics = evaluate(model, loader, device, amp_autocast, args.log_freq)
+    metrics = evaluate(model, loader, device, amp_autocast, log_interval=args.log_freq)
     top1, top5 = metrics['top1'], metrics['top5']
     return OrderedDict(
         model=name,
@@ -306,37 +273,20 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
 def write_results(path: str, rows: List[Dict[str, Any]], results_format: str = 'csv') -> None:
     """Write the result rows to `path` as CSV (header + one row each) or JSON (a list of rows).
 
-    The file is written under a temporary name in the same folder, then renamed over `path`, so
-    readers see either the old file or the whole new one.
+    The file replaces `path` whole (`tokenmixup_tools.files`): readers see the old file or the new one.
     """
     if results_format not in RESULTS_FORMATS:
         raise ValueError(f'--results-format must be one of {RESULTS_FORMATS}, got {results_format!r}')
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(handle, 'w', newline='') as f:
-            if results_format == 'json':
-                json.dump(rows, f, indent=4)
-                f.write('\n')
-            else:
-                fieldnames = list(OrderedDict((key, None) for row in rows for key in row))
-                writer = csv.DictWriter(f, fieldnames=fieldnames, restval='')
-                writer.writeheader()
-                writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's mode
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_open(path, 'w', newline='') as f:
+        if results_format == 'json':
+            json.dump(rows, f, indent=4)
+            f.write('\n')
+        else:
+            fieldnames = list(OrderedDict((key, None) for row in rows for key in row))
+            writer = csv.DictWriter(f, fieldnames=fieldnames, restval='')
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:

@@ -5,11 +5,13 @@ the model and its TokenMixup settings, the training recipe read from the checkpo
 arguments, the validation results of `validate.py`'s CSV, how to load the model, the citation and the
 licence. It is a pure function of `CardInputs`, so tests can check the text directly.
 """
-import argparse
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ['CardInputs', 'render_model_card', 'TOKENMIXUP_SETTINGS', 'RECIPE_FIELDS']
+from tokenmixup.settings import SETTINGS
+from tokenmixup_tools.datasets import DEFAULT_DATASET, needs_data_dir
+
+__all__ = ['CardInputs', 'render_model_card', 'RECIPE_FIELDS']
 
 TOKENMIXUP_CITATION = """@inproceedings{choi2022tokenmixup,
   title     = {TokenMixup: Efficient Attention-guided Token-level Data Augmentation for Transformers},
@@ -35,20 +37,7 @@ VIT_CITATION = """@inproceedings{dosovitskiy2021an,
   year      = {2021}
 }"""
 
-# TokenMixup keyword argument: what it means (SPEC 3.3)
-TOKENMIXUP_SETTINGS = (
-    ('htm_layers', 'blocks with Horizontal TokenMixup in front of them (0-based; empty: HTM off)'),
-    ('vtm_layers', 'blocks that run as Vertical TokenMixup blocks (0-based; empty: VTM off)'),
-    ('tau', 'HTM difficulty threshold: a sample is easy, and mixed, when its ScoreNet cross-entropy < tau'),
-    ('rho', 'HTM minimum per-token saliency gain for a token to be replaced'),
-    ('kappa', 'VTM: salient tokens each earlier block contributes to the memory'),
-    ('scorenet_lambda', 'weight of the ScoreNet loss'),
-    ('scorenet_pool', 'ScoreNet pooling (attn = SeqPool, avg, cls)'),
-    ('scorenet_detach', 'ScoreNet reads detached tokens'),
-    ('saliency', 'attention reduction into token saliency (mean over queries, or the CLS row)'),
-    ('vtm_detach', 'no gradient into the VTM memory'),
-    ('mask_reference', "HTM replacement mask: 'own' (paper Eq. 9) or 'first' (the released code)"),
-)
+# TokenMixup keyword argument: what it means (docs/design.md §5.3)
 
 # train.py flag (argparse dest): how the card names it
 RECIPE_FIELDS = (
@@ -102,7 +91,7 @@ class CardInputs:
     tag: the pretrained tag in config.json; num_classes, param_count, input_size (C, H, W);
     tokenmixup: the resolved TokenMixup settings; model_args: every reconstruction argument;
     data_config: eval preprocessing (input_size, interpolation, crop_pct, mean, std);
-    train_args: the checkpoint's `train.py` arguments (None when it has none); epoch, metric: the
+    train_args: the checkpoint's `train.py` arguments, a dict (None when it has none); epoch, metric: the
     checkpoint's epoch and eval metric; weights: 'main' or 'EMA'; results: validate.py result rows;
     results_source: the CSV they came from; label_names: class names (None when unknown);
     licence: the weights' licence; base_licence_note: where the base weights' licence comes from.
@@ -116,7 +105,7 @@ class CardInputs:
     tokenmixup: Optional[Dict[str, Any]]
     model_args: Dict[str, Any]
     data_config: Dict[str, Any]
-    train_args: Optional[argparse.Namespace] = None
+    train_args: Optional[Dict[str, Any]] = None
     epoch: Optional[int] = None
     metric: Optional[float] = None
     weights: str = 'main'
@@ -160,12 +149,12 @@ def _base_name(architecture: str) -> str:
     return architecture
 
 
-def _dataset_name(train_args: Optional[argparse.Namespace]) -> Optional[str]:
-    dataset = getattr(train_args, 'dataset', None)
+def _dataset_name(train_args: Optional[Dict[str, Any]]) -> Optional[str]:
+    dataset = (train_args or {}).get('dataset')
     if dataset is None:
         return None
-    if dataset == 'embedded/digits':
-        return 'UCI handwritten digits (`embedded/digits`, 8x8 images shipped with the repository)'
+    if dataset == DEFAULT_DATASET:
+        return f'UCI handwritten digits (`{DEFAULT_DATASET}`, 8x8 images shipped with the repository)'
     return f'`{dataset}`' if dataset else 'an ImageFolder dataset'
 
 
@@ -196,16 +185,14 @@ def _recipe_section(inputs: CardInputs) -> str:
                 'checkpoint written elsewhere), so the recipe is not known.')
     rows = []
     for name, label in RECIPE_FIELDS:
-        if not hasattr(args, name):
-            continue
-        value = getattr(args, name)
+        value = args.get(name)
         if value is None or (isinstance(value, str) and not value):
             continue
-        if name == 'model_ema_decay' and not getattr(args, 'model_ema', False):
+        if name == 'model_ema_decay' and not args.get('model_ema', False):
             continue
-        if name == 'momentum' and getattr(args, 'opt', '') in ('adamw', 'adam', 'lamb', 'lion'):
+        if name == 'momentum' and args.get('opt', '') in ('adamw', 'adam', 'lamb', 'lion'):
             continue
-        if name == 'mixup_prob' and not (getattr(args, 'mixup', 0) or getattr(args, 'cutmix', 0)):
+        if name == 'mixup_prob' and not (args.get('mixup', 0) or args.get('cutmix', 0)):
             continue
         rows.append((label, value))
     text = ['## Training recipe', '',
@@ -214,7 +201,7 @@ def _recipe_section(inputs: CardInputs) -> str:
     if inputs.epoch is not None:
         line = f'\nThe exported weights are the {inputs.weights} weights saved after epoch {inputs.epoch} (0-based)'
         if inputs.metric is not None:
-            line += f', when the eval metric ({getattr(args, "eval_metric", "top1")}) was {inputs.metric:.4g}'
+            line += f', when the eval metric ({args.get("eval_metric", "top1")}) was {inputs.metric:.4g}'
         text.append(line + '.')
     return '\n'.join(text)
 
@@ -235,10 +222,10 @@ def _results_section(inputs: CardInputs) -> str:
 
 def _usage_section(inputs: CardInputs) -> str:
     name = inputs.repo_id.split('/')[-1]
-    dataset = getattr(inputs.train_args, 'dataset', None)
+    dataset = (inputs.train_args or {}).get('dataset')
     validate_flags = ''
     if dataset:
-        validate_flags = f' --dataset {dataset}' + (' --data-dir DATA' if dataset != 'embedded/digits' else '')
+        validate_flags = f' --dataset {dataset}' + (' --data-dir DATA' if needs_data_dir(dataset) else '')
     return f"""## How to use
 
 The architecture is registered with timm by the `models` package of the TokenMixup model zoo this
@@ -297,7 +284,7 @@ def render_model_card(inputs: CardInputs) -> str:
         '; CCT, arXiv:2104.05704' if family == 'cct' else '; ViT, arXiv:2010.11929' if family == 'vit' else '')))
 
     if inputs.tokenmixup is not None:
-        settings = [(f'`{key}`', inputs.tokenmixup.get(key), meaning) for key, meaning in TOKENMIXUP_SETTINGS]
+        settings = [(f'`{setting.name}`', inputs.tokenmixup.get(setting.name), setting.help) for setting in SETTINGS]
         settings_text = _table(('setting', 'value', 'meaning'), settings)
     else:
         settings_text = 'This model has no TokenMixup settings.'
@@ -306,7 +293,7 @@ def render_model_card(inputs: CardInputs) -> str:
 
     citations = [TOKENMIXUP_CITATION] + {'cct': [CCT_CITATION], 'vit': [VIT_CITATION]}.get(family, [])
     licence_text = f'The weights are released under `{inputs.licence}`'
-    if family == 'vit' and getattr(inputs.train_args, 'pretrained', False):
+    if family == 'vit' and (inputs.train_args or {}).get('pretrained', False):
         licence_text += ", fine-tuned from timm's ViT weights (whose own licence also applies)"
     licence_text += '; the TokenMixup model zoo code is Apache-2.0.'
 

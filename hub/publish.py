@@ -34,7 +34,6 @@ import re
 import shutil
 import sys
 import tempfile
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -46,16 +45,16 @@ import torch.nn as nn
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from timm.data import resolve_data_config
-from timm.models import get_pretrained_cfg, split_model_name_tag
-from timm.models._pretrained import filter_pretrained_cfg
+from timm.models import filter_pretrained_cfg, get_pretrained_cfg, split_model_name_tag
 from timm.utils import ParseKwargs
 
 import models  # noqa: F401  (registers the zoo with timm)
-from models import TOKENMIXUP_KWARGS
-from models.checkpoints import describe_model, is_plain_state_dict, model_config_from_checkpoint, resolve_model_source
-from models.datasets import EmbeddedDigits
-
-from validate import read_checkpoint, select_state_dict  # a tool beside this one, at the repository root
+from tokenmixup.settings import SETTING_NAMES
+from tokenmixup_tools.checkpoints import (
+    RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, describe_model, is_plain_state_dict, load_weights,
+    model_config_from_checkpoint, plain_data, read_checkpoint, resolve_model_source)
+from tokenmixup_tools.datasets import EMBEDDED_DATASETS, is_embedded_dataset
+from tokenmixup_tools.files import ordinary_mode, replace_folder
 
 from .card import CardInputs, render_model_card
 
@@ -176,24 +175,24 @@ def resolve_model_config(
 ) -> Dict[str, Any]:
     """The configuration to build: the checkpoint's record (or its args), then --model and --model-kwargs.
 
-    Returns {'architecture', 'num_classes', 'model_kwargs'} as `models.checkpoints` records them;
+    Returns {'architecture', 'num_classes', 'model_kwargs'} as `tokenmixup_tools.checkpoints` records them;
     `num_classes` may be None (the model's default).
     """
     record = None if is_plain_state_dict(checkpoint) else model_config_from_checkpoint(checkpoint)
-    train_args = checkpoint.get('args') if isinstance(checkpoint.get('args'), argparse.Namespace) else None
+    train_args = checkpoint.get(RUN_ARGS_KEY) or {}
     if record is not None:
         architecture = record['architecture']
         num_classes = record['num_classes']
         kwargs = dict(record['model_kwargs'])
     else:
         architecture = None if is_plain_state_dict(checkpoint) else checkpoint.get('arch')
-        num_classes = getattr(train_args, 'num_classes', None)
+        num_classes = train_args.get('num_classes')
         kwargs = {}
-        if train_args is not None:  # a timm-format checkpoint without our record: rebuild from its flags
-            kwargs['img_size'] = getattr(train_args, 'img_size', None)
-            kwargs.update({key: getattr(train_args, key) for key in TOKENMIXUP_KWARGS
-                           if getattr(train_args, key, None) is not None})
-            kwargs.update(getattr(train_args, 'model_kwargs', None) or {})
+        if train_args:  # a timm-format checkpoint without our record: rebuild from its flags
+            kwargs['img_size'] = train_args.get('img_size')
+            kwargs.update({key: train_args[key] for key in ('tokenmixup_preset', *SETTING_NAMES)
+                           if train_args.get(key) is not None})
+            kwargs.update(train_args.get('model_kwargs') or {})
     architecture = model_name or architecture
     if architecture and ':' in architecture:  # a run started from hf-hub:ORG/NAME or local-dir:DIR
         try:
@@ -217,24 +216,19 @@ def resolve_model_config(
 
 def build_model(config: Dict[str, Any], state_dict: Dict[str, torch.Tensor], model_kwargs: Dict[str, Any],
                 path: str) -> nn.Module:
-    """`timm.create_model` from `config`, with `state_dict` loaded strictly; SystemExit if they do not fit."""
-    kwargs = dict(config['model_kwargs'])
-    for key in ('htm_layers', 'vtm_layers'):
-        if isinstance(kwargs.get(key), list):
-            kwargs[key] = tuple(kwargs[key])
+    """The model `config` records, with `state_dict` loaded strictly; SystemExit if they do not fit."""
     try:
-        model = timm.create_model(config['architecture'], num_classes=config['num_classes'], **kwargs)
+        model = create_model_from_config(config)
     except (ValueError, TypeError) as e:
         raise SystemExit(f'cannot build {config["architecture"]} with {_describe(config)}: {e}') from e
     try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
+        load_weights(model, state_dict)
+    except ValueError as e:
         given = ', '.join(f'{key}={value!r}' for key, value in model_kwargs.items())
-        detail = ' '.join(str(e).split())
         raise SystemExit(
             f'CHECKPOINT {path}: its weights do not fit {config["architecture"]} with {model.num_classes} classes'
             + (f' (given --model-kwargs {given})' if given else '')
-            + f'; check --model and --model-kwargs. {detail}') from e
+            + f'; check --model and --model-kwargs. {e}') from e
     return model.eval()
 
 
@@ -245,17 +239,6 @@ def _describe(config: Dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # the folder
-
-def _jsonable(value: Any, name: str) -> Any:
-    """Plain JSON data (tuples become lists); ValueError naming `name` for anything else."""
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item, name) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item, f'{name}.{key}') for key, item in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise ValueError(f'{name} = {value!r} cannot be written to config.json (expected numbers, strings, lists)')
-
 
 def _is_training_only(key: str) -> bool:
     """Drop rates describe training, not the model (timm leaves them out of exported model_args too)."""
@@ -277,14 +260,15 @@ def export_model_args(model: nn.Module, config: Dict[str, Any]) -> Dict[str, Any
     size = _model_img_size(model)
     if model.pretrained_cfg.get('fixed_input_size', False) and 'img_size' not in args and size is not None:
         args['img_size'] = size[0] if size[0] == size[1] else list(size)
-    return {key: _jsonable(value, f'model_args.{key}') for key, value in args.items()}
+    return {key: plain_data(value, f'model_args.{key}') for key, value in args.items()}
 
 
 def eval_data_config(model: nn.Module, model_args: Dict[str, Any],
-                     train_args: Optional[argparse.Namespace]) -> Dict[str, Any]:
+                     train_args: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """The eval preprocessing the run validated with (train.py: `resolve_data_config(vars(args), model)`),
     at the exported model's image size."""
-    data_args = {key: getattr(train_args, key, None) for key in ('mean', 'std', 'crop_pct', 'interpolation')}
+    train_args = train_args or {}
+    data_args = {key: train_args.get(key) for key in ('mean', 'std', 'crop_pct', 'interpolation')}
     size = model_args.get('img_size')
     if isinstance(size, int):
         data_args['img_size'] = size
@@ -293,23 +277,24 @@ def eval_data_config(model: nn.Module, model_args: Dict[str, Any],
     return resolve_data_config(data_args, model=model)
 
 
-def default_tag(repo_id: str, architecture: str, train_args: Optional[argparse.Namespace]) -> str:
+def default_tag(repo_id: str, architecture: str, train_args: Optional[Dict[str, Any]]) -> str:
     """timm's convention: a repo named ARCH.TAG carries TAG; else DATASET_EPOCHSe from the run, else 'custom'."""
     name = repo_id.split('/')[-1]
     if name.startswith(architecture + '.') and _TAG_PATTERN.fullmatch(name[len(architecture) + 1:]):
         return name[len(architecture) + 1:]
-    dataset = getattr(train_args, 'dataset', None)
+    dataset = (train_args or {}).get('dataset')
     if dataset is None:
         return 'custom'
     short = re.sub(r'[^a-z0-9]+', '_', dataset.rsplit('/', 1)[-1].lower()).strip('_') or 'imagefolder'
-    epochs = getattr(train_args, 'epochs', None)
+    epochs = train_args.get('epochs')
     return f'{short}_{epochs}e' if epochs else short
 
 
-def label_names_for(train_args: Optional[argparse.Namespace], num_classes: int) -> Optional[List[str]]:
-    """Class names where the dataset is known to this repository (the embedded digits), else None."""
-    if getattr(train_args, 'dataset', None) == 'embedded/digits' and num_classes == EmbeddedDigits.num_classes:
-        return list(EmbeddedDigits.label_names)
+def label_names_for(train_args: Optional[Dict[str, Any]], num_classes: int) -> Optional[List[str]]:
+    """Class names where the dataset ships with this repository (the embedded sets), else None."""
+    dataset = (train_args or {}).get('dataset')
+    if is_embedded_dataset(dataset) and num_classes == EMBEDDED_DATASETS[dataset].num_classes:
+        return list(EMBEDDED_DATASETS[dataset].label_names)
     return None
 
 
@@ -339,7 +324,7 @@ def hub_config(model: nn.Module, architecture: str, model_args: Dict[str, Any], 
         config['label_names'] = list(label_names)
     config['model_args'] = model_args
     config['pretrained_cfg'] = pretrained_cfg
-    return _jsonable(config, 'config')
+    return plain_data(config, 'config')
 
 
 def write_folder(folder: Path, model: nn.Module, config: Dict[str, Any], card: str) -> None:
@@ -350,8 +335,8 @@ def write_folder(folder: Path, model: nn.Module, config: Dict[str, Any], card: s
         json.dump(config, f, indent=2)
         f.write('\n')
     (folder / CARD_NAME).write_text(card, encoding='utf-8')
-    for name in EXPORTED_FILES:  # ordinary file modes, whatever the writers chose
-        os.chmod(folder / name, 0o666 & ~_umask())
+    for name in EXPORTED_FILES:  # safetensors writes a private file; give each an ordinary file's mode
+        os.chmod(folder / name, ordinary_mode())
 
 
 @torch.no_grad()
@@ -366,28 +351,6 @@ def check_folder(folder: Path, model: nn.Module) -> None:
     expected, got = model(x), loaded(x)
     if expected.shape != got.shape or not torch.allclose(expected, got, rtol=1e-5, atol=1e-6):
         raise RuntimeError('the folder loads a model with different eval logits')
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def move_into_place(staged: Path, dest: Path) -> None:
-    """Put the complete folder `staged` at `dest` (replacing what is there), never leaving half of one."""
-    os.chmod(staged, 0o777 & ~_umask())  # mkdtemp makes it private; give it an ordinary folder's mode
-    if not os.path.lexists(dest):
-        os.replace(staged, dest)
-        return
-    old = dest.parent / f'.{dest.name}.old-{uuid.uuid4().hex[:8]}'
-    os.replace(dest, old)
-    try:
-        os.replace(staged, dest)
-    except BaseException:
-        os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def default_api_factory(token: str) -> HfApi:
@@ -418,9 +381,15 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
     token = None if args.no_push else resolve_token(args.token)
     results = read_results(args.results_file) if args.results_file else []
 
-    checkpoint = read_checkpoint(args.checkpoint, flag='CHECKPOINT')
-    state_dict = select_state_dict(checkpoint, args.use_ema, args.checkpoint, flag='CHECKPOINT')
-    train_args = checkpoint.get('args') if isinstance(checkpoint.get('args'), argparse.Namespace) else None
+    try:
+        checkpoint = read_checkpoint(args.checkpoint)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f'CHECKPOINT {e}') from e
+    try:
+        state_dict = checkpoint_weights(checkpoint, args.use_ema)
+    except ValueError as e:
+        raise SystemExit(f'{"--use-ema" if args.use_ema else "CHECKPOINT"}: {args.checkpoint} {e}') from e
+    train_args = checkpoint.get(RUN_ARGS_KEY)
     config = resolve_model_config(checkpoint, state_dict, args.model, args.model_kwargs, args.checkpoint)
     model = build_model(config, state_dict, args.model_kwargs, args.checkpoint)
     architecture = split_model_name_tag(config['architecture'])[0]  # config.json names the architecture only
@@ -434,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
     card = render_model_card(CardInputs(
         repo_id=repo_id, architecture=architecture, tag=tag, num_classes=model.num_classes,
         param_count=sum(p.numel() for p in model.parameters()), input_size=tuple(data_config['input_size']),
-        tokenmixup=_jsonable(asdict(settings), 'tokenmixup') if settings is not None else None,
+        tokenmixup=plain_data(asdict(settings), 'tokenmixup') if settings is not None else None,
         model_args=model_args, data_config=data_config, train_args=train_args,
         epoch=checkpoint.get('epoch') if not is_plain_state_dict(checkpoint) else None,
         metric=checkpoint.get('metric') if isinstance(checkpoint.get('metric'), (int, float)) else None,
@@ -453,7 +422,7 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
             raise SystemExit(f'export check failed, nothing written: the exported folder does not rebuild '
                              f'{architecture} ({type(e).__name__}: {e})') from e
         if dest is not None:
-            move_into_place(staged, dest)
+            replace_folder(staged, dest)
             folder = dest
             print(f'Exported {architecture} ({model.num_classes} classes, tag {tag}) to {dest}: '
                   f'{", ".join(EXPORTED_FILES)}', flush=True)

@@ -22,8 +22,9 @@ from timm.models import generate_default_cfgs
 import train  # tools at the repository root: setup.cfg puts the root on pytest's python path
 import validate
 from hub import publish
-from models import TOKENMIXUP_KWARGS, cct
-from models.checkpoints import create_model_from_config, load_training_checkpoint
+from models import cct
+from tokenmixup.settings import SETTING_NAMES
+from tokenmixup_tools.checkpoints import create_model_from_config, load_training_checkpoint
 
 REPO_ID = 'zoo-test/cct_2_3x2_htm_vtm.digits'
 COMMIT = 'c0ffee' + '0' * 34  # a 40-hex-digit commit hash, as the Hub cache names snapshots
@@ -114,7 +115,7 @@ def test_config_json_records_every_tokenmixup_setting_explicitly(exported, run):
     assert config['architecture'] == 'cct_2_3x2_htm_vtm'
     assert config['num_classes'] == config['model_args']['num_classes'] == 10
     assert config['label_names'] == [str(digit) for digit in range(10)]
-    for key in TOKENMIXUP_KWARGS:
+    for key in SETTING_NAMES:
         assert config['model_args'][key] == record['model_kwargs'][key], key
     assert config['model_args']['htm_layers'] == [1] and config['model_args']['vtm_layers'] == [1]
     assert config['model_args']['img_size'] == 16
@@ -137,7 +138,7 @@ def test_weights_file_holds_the_checkpoint_state_dict(exported, run):
 def test_model_card_renders_settings_recipe_results_usage_citation_licence(exported, run):
     card = (exported / 'README.md').read_text()
     assert card.startswith('---\n') and 'library_name: timm' in card and 'license: apache-2.0' in card
-    for key in TOKENMIXUP_KWARGS:
+    for key in SETTING_NAMES:
         assert f'| `{key}` |' in card, key
     assert '| `htm_layers` | 1 |' in card and '| `tau` | 2 |' in card and '| `mask_reference` | own |' in card
     assert '| epochs | 1 |' in card and '| optimizer | adamw |' in card and '| image size | 16 |' in card
@@ -441,7 +442,7 @@ def test_missing_files_are_named(run, tmp_path, flag, message):
 
 
 def test_default_tag_follows_the_repo_name_else_the_run():
-    args = train.parse_args(['--epochs', '300', '--dataset', 'torch/cifar100'])
+    args = vars(train.parse_args(['--epochs', '300', '--dataset', 'torch/cifar100']))  # as checkpoints store them
     assert publish.default_tag('org/cct_7_3x1_htm.c100_tm', 'cct_7_3x1_htm', args) == 'c100_tm'
     assert publish.default_tag('org/my-model', 'cct_7_3x1_htm', args) == 'cifar100_300e'
     assert publish.default_tag('org/my-model', 'cct_7_3x1_htm', None) == 'custom'

@@ -1,4 +1,4 @@
-"""The installed packages are this repository's (SPEC.md 1)."""
+"""The installed packages are this repository's (docs/design.md §1)."""
 import importlib
 from pathlib import Path
 

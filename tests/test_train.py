@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision
+import yaml
 from PIL import Image
 
 import train
-from models.checkpoints import load_training_checkpoint
+from tokenmixup_tools.checkpoints import load_training_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICK = ['--batch-size', '64', '--workers', '0', '--img-size', '16', '--warmup-epochs', '0', '--log-interval', '1000',
@@ -79,6 +81,18 @@ def test_checkpoint_records_the_full_model_configuration(digits_run):
     assert {'state_dict', 'optimizer', 'lr_scheduler', 'args'} <= set(checkpoint)
     leftovers = [name for name in os.listdir(digits_run) if 'tmp' in name]
     assert leftovers == []
+
+
+def test_checkpoints_load_with_plain_torch_load(digits_run):
+    """The run arguments are stored as plain data, so torch.load's default weights_only=True reads every
+    checkpoint file of the run; args.yaml holds the same arguments."""
+    saved = [digits_run / name for name in sorted(os.listdir(digits_run)) if name.endswith('.pth.tar')]
+    assert {path.name for path in saved} >= {'last.pth.tar', 'model_best.pth.tar', 'checkpoint-2.pth.tar'}
+    for path in saved:
+        checkpoint = torch.load(path)
+        assert type(checkpoint['args']) is dict, path.name
+    assert checkpoint['args']['model'] == 'cct_2_3x2_htm_vtm' and checkpoint['args']['scale'] == [0.85, 1.0]
+    assert yaml.safe_load((digits_run / 'args.yaml').read_text()) == checkpoint['args']
 
 
 def _write_image_folder(root: Path, num_classes: int = 3, per_class: int = 12) -> None:
@@ -235,7 +249,7 @@ def test_torchrun_two_processes_gloo_write_one_summary(tmp_path):
 
 
 def test_tokenmixup_flags_map_to_model_kwargs_and_an_empty_list_disables():
-    """--htm-layers with no value disables HTM (SPEC 2.4: an empty tuple); other flags reach the model."""
+    """--htm-layers with no value disables HTM (docs/design.md §3: an empty tuple); other flags reach the model."""
     args = train.parse_args(['--htm-layers', '--vtm-layers', '1', '--kappa', '4', '--no-vtm-detach',
                              '--mask-reference', 'first'])
     model, record = train.build_model(args, num_classes=10)

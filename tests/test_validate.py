@@ -104,8 +104,8 @@ def test_eval_preprocessing_flags_are_reflected_in_the_row(run):
 
 def test_eval_preprocessing_defaults_to_the_runs(run, tmp_path):
     """Without flags, the eval crop and interpolation are the ones the run evaluated with; flags win."""
-    checkpoint = torch.load(run['checkpoint'], map_location='cpu', weights_only=False)
-    checkpoint['args'].crop_pct, checkpoint['args'].interpolation = 0.75, 'bilinear'
+    checkpoint = torch.load(run['checkpoint'], map_location='cpu')  # plain data: loads with weights_only
+    checkpoint['args']['crop_pct'], checkpoint['args']['interpolation'] = 0.75, 'bilinear'
     checkpoint_file = tmp_path / 'recorded.pth.tar'
     torch.save(checkpoint, checkpoint_file)
     row, = validate.main(['--checkpoint', str(checkpoint_file)])

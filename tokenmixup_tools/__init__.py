@@ -1,0 +1,13 @@
+""" The library of the zoo's command-line tools (`train.py`, `validate.py`, `python -m hub.publish`)
+
+What the tools share, so that no tool imports another:
+
+- `checkpoints`: the training checkpoint, written (atomically, run arguments as plain data) and read
+  back (also earlier checkpoints), and the model rebuilt from its recorded configuration;
+- `datasets`: the embedded quickstart dataset (shipped in `data/`) and timm's datasets;
+- `runtime`: the default device and mixed-precision setup;
+- `evaluation`: the one evaluation pass (loss, top-1, top-5);
+- `files`: atomic file writing (temporary file, fsync, rename).
+
+The model zoo itself (`models`) and the method (`tokenmixup`) do not depend on this package.
+"""

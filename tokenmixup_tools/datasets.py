@@ -1,0 +1,124 @@
+""" Datasets of the tools: the embedded quickstart set and timm's datasets
+
+`train.py` and `validate.py` default to a small real dataset that ships inside this package, so the
+quickstart runs with no download: 1,797 8x8 handwritten digits (UCI, CC BY 4.0; see
+`tokenmixup_tools/data/README.md` for provenance). Its split is fixed: sample i is in the validation
+split when i % 6 == 0 (300 images), in the training split otherwise (1,497 images).
+
+Any other name goes to timm's `create_dataset` (an ImageFolder under a data folder, `torch/cifar100`,
+`hfds/...`, ...); `dataset_num_classes` reads the class count every kind of dataset declares.
+"""
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple, Type
+
+import numpy as np
+import timm.data
+import torch.utils.data
+from PIL import Image
+
+__all__ = [
+    'DEFAULT_DATASET', 'EMBEDDED_DATASETS', 'EmbeddedDigits', 'is_embedded_dataset', 'create_embedded_dataset',
+    'needs_data_dir', 'create_dataset_split', 'dataset_num_classes',
+]
+
+DEFAULT_DATASET = 'embedded/digits'
+_DATA_DIR = Path(__file__).resolve().parent / 'data'
+_VALIDATION_EVERY = 6
+# timm datasets that are read from a library or a stream rather than from a folder under --data-dir
+_NO_FOLDER_PREFIXES = ('hfds/', 'hfids/', 'tfds/', 'wds/')
+
+
+class EmbeddedDigits(torch.utils.data.Dataset):
+    """UCI handwritten digits as RGB PIL images, with a fixed train/validation split.
+
+    Args:
+        split: 'train' or 'validation' ('val' and 'test' mean 'validation').
+        transform: applied to each PIL image; timm's `create_loader` sets it.
+        target_transform: applied to each integer label.
+    """
+
+    num_classes = 10
+    label_names = tuple(str(digit) for digit in range(10))
+
+    def __init__(
+            self,
+            split: str = 'train',
+            transform: Optional[Callable] = None,
+            target_transform: Optional[Callable] = None,
+    ) -> None:
+        split = {'val': 'validation', 'test': 'validation'}.get(split, split)
+        if split not in ('train', 'validation'):
+            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        with np.load(_DATA_DIR / 'uci_digits.npz') as data:
+            images, labels = data['images'], data['labels']
+        in_validation = np.arange(len(labels)) % _VALIDATION_EVERY == 0
+        keep = in_validation if split == 'validation' else ~in_validation
+        # pixel counts 0..16 -> 0..255 grey levels
+        self.images = (images[keep].astype(np.float32) * (255.0 / 16.0)).round().astype(np.uint8)
+        self.labels = labels[keep].astype(np.int64)
+        self.split = split
+        self.transform = transform
+        self.target_transform = target_transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Tuple[object, int]:
+        image = Image.fromarray(self.images[index], mode='L').convert('RGB')
+        label = int(self.labels[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return image, label
+
+
+EMBEDDED_DATASETS: Dict[str, Type[EmbeddedDigits]] = {DEFAULT_DATASET: EmbeddedDigits}
+
+
+def is_embedded_dataset(name: Optional[str]) -> bool:
+    """Whether `name` is a dataset that ships with this package."""
+    return name in EMBEDDED_DATASETS
+
+
+def create_embedded_dataset(name: str, split: str) -> EmbeddedDigits:
+    """The split `split` of the embedded dataset called `name`."""
+    if name not in EMBEDDED_DATASETS:
+        raise ValueError(f'name must be one of the embedded datasets {sorted(EMBEDDED_DATASETS)}, got {name!r}')
+    return EMBEDDED_DATASETS[name](split)
+
+
+def needs_data_dir(name: str) -> bool:
+    """Whether the dataset `name` is read from a folder that has to be named (`--data-dir`)."""
+    return not is_embedded_dataset(name) and not name.startswith(_NO_FOLDER_PREFIXES)
+
+
+def create_dataset_split(
+        name: str,
+        split: str,
+        data_dir: Optional[str] = None,
+        is_training: bool = False,
+        download: bool = False,
+        batch_size: int = 1,
+        seed: int = 42,
+) -> torch.utils.data.Dataset:
+    """One split of a dataset: the embedded set, or any dataset timm's `create_dataset` knows.
+
+    `batch_size` and `seed` matter to iterable datasets only (timm's defaults). Raises ValueError for
+    an unknown embedded split, and for a folder dataset without `data_dir`.
+    """
+    if is_embedded_dataset(name):
+        return create_embedded_dataset(name, split)
+    if not data_dir and needs_data_dir(name):
+        raise ValueError('needs a data folder: pass its root with --data-dir')
+    return timm.data.create_dataset(
+        name, root=data_dir, split=split, is_training=is_training, download=download, batch_size=batch_size,
+        seed=seed)
+
+
+def dataset_num_classes(dataset: torch.utils.data.Dataset) -> Optional[int]:
+    """The class count a dataset declares (embedded, torchvision or timm ImageFolder), else None."""
+    if hasattr(dataset, 'num_classes'):
+        return int(dataset.num_classes)
+    classes = getattr(dataset, 'classes', None) or getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
+    return len(classes) if classes else None
