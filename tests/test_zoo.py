@@ -785,3 +785,13 @@ def test_compiled_training_step_runs_with_finite_loss():
     loss = torch.compile(step, backend='aot_eager')(_images(4), torch.tensor([0, 1, 2, 3]))
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert not torch.equal(model.state_dict()['head.weight'], before['head.weight'])
+
+
+def test_timms_private_feature_take_indices_behaves_as_cct_relies_on():
+    """`models/cct.py` imports timm's private `feature_take_indices` (no public name): pin the contract it
+    uses for forward_intermediates and prune_intermediate_layers: (sorted indices to take, the last one)."""
+    from timm.models._features import feature_take_indices
+    assert feature_take_indices(7, None) == (list(range(7)), 6)
+    assert feature_take_indices(7, 3) == ([4, 5, 6], 6)  # an int: the last n blocks
+    assert feature_take_indices(7, [0, 2]) == ([0, 2], 2)
+    assert feature_take_indices(7, [-1]) == ([6], 6)  # negative indices count from the end
