@@ -12,6 +12,7 @@ and `_htm_vtm` variants.
 """
 import re
 from collections import OrderedDict
+from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -150,6 +151,8 @@ class CCT(TokenMixupMixin, nn.Module):
         drop_rate: dropout before the classifier; pos_drop_rate: after the positional embedding;
         proj_drop_rate: MLP and attention-projection dropout; attn_drop_rate: attention dropout;
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
+        device, dtype: where and in which dtype to create the weights (timm's keywords; 'meta' builds
+            without memory for them).
         tokenmixup_preset: a recipe of `tokenmixup.PRESETS` (e.g. 'cct_cifar100_htm'), adapted to this
             model; None keeps the declared defaults (no HTM, no VTM).
         **settings: the TokenMixup settings of `tokenmixup.SETTINGS` (htm_layers, vtm_layers, tau, ...),
@@ -175,6 +178,8 @@ class CCT(TokenMixupMixin, nn.Module):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.1,
             drop_path_rate: float = 0.1,
+            device: Optional[Union[str, torch.device]] = None,
+            dtype: Optional[torch.dtype] = None,
             tokenmixup_preset: Optional[str] = None,
             **settings: Any,
     ) -> None:
@@ -190,33 +195,37 @@ class CCT(TokenMixupMixin, nn.Module):
         self.grad_checkpointing = False
         self.img_size = to_2tuple(img_size)
 
-        self.tokenizer = ConvTokenizer(in_chans, embed_dim, kernel_size, num_conv_layers, conv_channels)
-        self.feat_size = self.tokenizer.feat_size(self.img_size)
-        num_tokens = self.feat_size[0] * self.feat_size[1]
-        if pos_embed == 'learnable':
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
-        else:
-            self.register_buffer('pos_embed', sinusoidal_embedding(num_tokens, embed_dim), persistent=False)
-        self.pos_drop = nn.Dropout(pos_drop_rate)
+        with torch.device(device) if device is not None else nullcontext():  # e.g. 'meta': no memory for weights
+            self.tokenizer = ConvTokenizer(in_chans, embed_dim, kernel_size, num_conv_layers, conv_channels)
+            self.feat_size = self.tokenizer.feat_size(self.img_size)
+            num_tokens = self.feat_size[0] * self.feat_size[1]
+            if pos_embed == 'learnable':
+                self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
+            else:
+                self.register_buffer('pos_embed', sinusoidal_embedding(num_tokens, embed_dim), persistent=False)
+            self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        drop_path_rates = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.Sequential(*[
-            CCTBlock(embed_dim, num_heads, mlp_ratio, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                     drop_path=drop_path_rates[i])
-            for i in range(depth)])
-        reduction = self.img_size[0] // self.feat_size[0]
-        self.feature_info = [dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=reduction) for i in range(depth)]
-        self.norm = nn.LayerNorm(embed_dim)
-        self.seq_pool = SeqPool(embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            drop_path_rates = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
+            self.blocks = nn.Sequential(*[
+                CCTBlock(embed_dim, num_heads, mlp_ratio, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
+                         drop_path=drop_path_rates[i])
+                for i in range(depth)])
+            reduction = self.img_size[0] // self.feat_size[0]
+            self.feature_info = [
+                dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=reduction) for i in range(depth)]
+            self.norm = nn.LayerNorm(embed_dim)
+            self.seq_pool = SeqPool(embed_dim)
+            self.head_drop = nn.Dropout(drop_rate)
+            self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
-        self.init_tokenmixup(
-            settings, tokenmixup_preset, embed_dim=embed_dim, num_classes=num_classes, num_tokens=num_tokens,
-            has_class_token=False)
-        self.apply(self._init_weights)
-        if isinstance(self.pos_embed, nn.Parameter):
-            trunc_normal_(self.pos_embed, std=0.2)
+            self.init_tokenmixup(
+                settings, tokenmixup_preset, embed_dim=embed_dim, num_classes=num_classes, num_tokens=num_tokens,
+                has_class_token=False)
+            self.apply(self._init_weights)
+            if isinstance(self.pos_embed, nn.Parameter):
+                trunc_normal_(self.pos_embed, std=0.2)
+        if dtype is not None:
+            self.to(dtype)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -264,6 +273,12 @@ class CCT(TokenMixupMixin, nn.Module):
 
     def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, N, D) tokens entering the first block."""
+        if x.ndim != 4 or tuple(x.shape[-2:]) != self.img_size:
+            height, width = self.img_size
+            got = 'x'.join(str(size) for size in x.shape[-2:]) if x.ndim == 4 else f'shape {tuple(x.shape)}'
+            raise ValueError(
+                f'this CCT was built for {height}x{width} images (its positional embedding fixes the token count), '
+                f'got {got}; build one for your size with timm.create_model(name, img_size=...)')
         return self.pos_drop(self.tokenizer(x) + self.pos_embed)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

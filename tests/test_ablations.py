@@ -109,13 +109,15 @@ def test_manifold_mix_interpolates_whole_token_sets_with_one_beta_weight():
     assert sorted(mixed.partner.tolist()) == list(range(8))  # a permutation
     moved = mixed.partner != torch.arange(8)  # rows paired with themselves are unchanged
     assert moved.any()
-    torch.testing.assert_close(mixed.x[~moved], x[~moved])
+    torch.testing.assert_close(mixed.x[~moved], x[~moved], rtol=0, atol=0)
     source = x[mixed.partner]
     lam = ((mixed.x - source) / (x - source))[moved].flatten()  # the one weight, read back from every entry
     torch.testing.assert_close(lam, lam[:1].expand_as(lam), rtol=1e-4, atol=1e-4)
     assert 0.0 < lam[0] < 1.0
     torch.testing.assert_close(mixed.y, lam[0] * y + (1 - lam[0]) * y[mixed.partner], rtol=1e-4, atol=1e-5)
-    assert mixed.mask.shape == (8, 10) and mixed.mask.all()
+    assert mixed.mask.shape == (8, 10)
+    assert mixed.mask[moved].all() and not mixed.mask[~moved].any()
+    torch.testing.assert_close(mixed.y[~moved], y[~moved], rtol=0, atol=0)
 
 
 def test_manifold_mixing_at_the_htm_block_ignores_gating_and_saliency():
@@ -123,7 +125,7 @@ def test_manifold_mixing_at_the_htm_block_ignores_gating_and_saliency():
     htm = HorizontalTokenMixup(4, 5, tau=0.0, mixing='manifold', manifold_alpha=1.0).train()
     assert not htm.needs_saliency
     result = htm(x, y, None)
-    assert result.stats.easy_samples == 8 and result.stats.mixed_samples == 8
+    assert result.stats.easy_samples == 8 and 0 < result.stats.mixed_samples <= 8
     assert not torch.equal(result.x, x)
     assert result.loss.requires_grad  # the ScoreNet loss still counts
 

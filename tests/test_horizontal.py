@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from tokenmixup import HorizontalTokenMixup, ScoreNet
 
-STATS_KEYS = {'easy_samples', 'mixed_samples', 'replaced_tokens', 'difficulty', 'difficulty_min', 'gain', 'gain_max'}
+STATS_KEYS = {'easy_samples', 'mixed_samples', 'replaced_tokens', 'difficulty', 'difficulty_min', 'gain', 'gain_max',
+              'nonfinite_samples'}
 
 
 def _random_saliency(batch_size: int, num_tokens: int) -> torch.Tensor:
@@ -91,13 +92,14 @@ def test_hand_example_statistics():
         'difficulty_min': EASY_CE,
         'gain': 0.17,
         'gain_max': 0.26,
+        'nonfinite_samples': 0.0,
     }
     assert stats.mask.shape == (0,) and stats.partner.shape == (0,)  # only with return_mix
     for key, value in expected.items():
         torch.testing.assert_close(getattr(stats, key), torch.tensor(value), msg=key)
 
 
-def test_statistics_are_exactly_the_seven_documented_scalar_float_tensors():
+def test_statistics_are_exactly_the_eight_documented_scalar_float_tensors():
     """docs/design.md §2.2: statistics are returned as tensors (never synced), one 0-dim float32 tensor per key."""
     htm = HorizontalTokenMixup(dim=8, num_classes=5, tau=1e9, rho=0.0).train()
     stats = htm(torch.randn(6, 7, 8), _soft_target(6, 5), _random_saliency(6, 7)).stats

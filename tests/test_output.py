@@ -6,7 +6,7 @@ from tokenmixup import HTMStatistics, TokenMixupOutput
 
 
 def _statistics(easy: float) -> HTMStatistics:
-    return HTMStatistics(*(torch.tensor(easy + index) for index in range(7)), torch.zeros(0, dtype=torch.bool),
+    return HTMStatistics(*(torch.tensor(easy + index) for index in range(8)), torch.zeros(0, dtype=torch.bool),
                          torch.zeros(0, dtype=torch.long))
 
 
@@ -33,7 +33,7 @@ def test_survives_pytree_flatten_and_unflatten():
     rebuilt value is a TokenMixupOutput again with the same tensors."""
     out = _output()
     leaves, spec = pytree.tree_flatten(out)
-    assert len(leaves) == 3 + 9 * len(out.stats)
+    assert len(leaves) == 3 + 10 * len(out.stats)
     assert all(isinstance(leaf, torch.Tensor) for leaf in leaves)
     assert any(leaf is out.logits for leaf in leaves) and any(leaf is out.stats[0].easy_samples for leaf in leaves)
     rebuilt = pytree.tree_unflatten(leaves, spec)

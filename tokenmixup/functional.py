@@ -12,7 +12,7 @@ Host synchronisation: `horizontal_mix` makes exactly one device-to-host copy (th
 the Hungarian solver, with the value checks folded into the same copy); `assign_partners` makes one
 copy of the matrix it is given. Every other function stays on the device.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from .settings import SALIENCY_REDUCTIONS, SETTING_DEFAULTS, check_settings
 
 __all__ = [
     'HorizontalMix', 'attention_saliency', 'saliency_gain', 'pair_gain', 'assign_partners', 'replacement_mask',
-    'mix_targets', 'horizontal_mix', 'manifold_mix', 'select_salient_tokens', 'soft_cross_entropy',
+    'mix_targets', 'finite_samples', 'horizontal_mix', 'manifold_mix', 'select_salient_tokens', 'soft_cross_entropy',
 ]
 
 # Upper bound on the (rows, B, T) float32 intermediate of `saliency_gain`: cache-sized chunks on the CPU
@@ -293,6 +293,14 @@ def mix_targets(
     return mixed.to(y.dtype)
 
 
+def finite_samples(x: torch.Tensor, saliency: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B,) bool: True for the samples whose tokens x (B, N, D), and saliency (B, T) if given, are all finite."""
+    finite = torch.isfinite(x.detach()).flatten(1).all(dim=-1)
+    if saliency is not None:
+        finite = finite & torch.isfinite(saliency.detach()).all(dim=-1)
+    return finite
+
+
 def horizontal_mix(
         x: torch.Tensor,
         y: torch.Tensor,
@@ -334,9 +342,12 @@ def horizontal_mix(
     Returns:
         `HorizontalMix(x, y, mask, partner)`.
 
-    The gain matrix, the `easy` flags and the validity checks of `y` and `saliency` travel to the
-    host in a single copy; the partners are chosen there and come back to the device. Random choices
-    draw from torch's default generators (partners on the CPU, token positions on x's device).
+    A sample whose tokens or saliency hold NaN or infinite values (e.g. after a float16 overflow) is
+    left unmixed and is never chosen as a partner, so one such sample cannot spread into others; the
+    step goes on (a loss scaler or the training loop decides what to do with a non-finite loss). The
+    gain matrix, the `easy` flags, the per-sample finiteness and the validity check of `y` travel to
+    the host in a single copy; the partners are chosen there and come back to the device. Random
+    choices draw from torch's default generators (partners on the CPU, token positions on x's device).
     """
     for name, value in (('x', x), ('y', y), ('saliency', saliency), ('easy', easy)):
         _require_tensor(name, value)
@@ -365,31 +376,30 @@ def horizontal_mix(
         ~torch.isfinite(y_values).all()
         | (y_values < -tolerance).any()
         | ((y_values.sum(dim=-1) - 1.0).abs() > tolerance).any())
-    invalid_saliency = ~torch.isfinite(saliency).all()
+    finite = finite_samples(x, saliency)
 
     hungarian = pairing == 'hungarian'
     gain = saliency_gain(saliency, saliency, rho) if hungarian else saliency.new_zeros((0,))
-    flags = torch.stack([invalid_target, invalid_saliency]).float()
-    packed = torch.cat([gain.flatten(), easy.float(), flags])
+    packed = torch.cat([gain.flatten(), easy.float(), finite.float(), invalid_target.float().view(1)])
     host = packed.cpu().numpy().astype(np.float64)  # the one device-to-host copy
-    host_easy = host[gain.numel():-2] > 0.5
-    if host[-2] > 0:
+    host_easy = host[gain.numel():gain.numel() + batch_size] > 0.5
+    host_finite = host[gain.numel() + batch_size:-1] > 0.5
+    if host[-1] > 0:
         raise ValueError(
             f'y must hold soft targets: finite, non-negative rows summing to 1 (tolerance {tolerance:g})')
-    if host[-1] > 0:
-        raise ValueError('saliency must be finite, got NaN or infinite entries')
 
     partner = np.arange(batch_size, dtype=np.int64)
-    easy_rows = np.flatnonzero(host_easy)
+    candidates = np.flatnonzero(host_finite)  # a sample with a non-finite token or saliency is no partner
+    easy_rows = np.flatnonzero(host_easy & host_finite)  # ... and is left unmixed
     if easy_rows.size == 0:  # nothing to mix: hand the batch back without touching it
         no_mask = torch.zeros(saliency.shape, dtype=torch.bool, device=x.device)
         return HorizontalMix(x, y, no_mask, torch.from_numpy(partner).to(x.device))
     reference = partner.copy()
     if hungarian:
         host_gain = host[:gain.numel()].reshape(batch_size, batch_size)
-        partner[easy_rows] = _solve_assignment(host_gain[easy_rows])
+        partner[easy_rows] = candidates[_solve_assignment(host_gain[np.ix_(easy_rows, candidates)])]
     else:
-        partner[easy_rows] = torch.randperm(batch_size)[:easy_rows.size].numpy()
+        partner[easy_rows] = candidates[torch.randperm(candidates.size)[:easy_rows.size].numpy()]
     if mask_reference == 'first':
         reference[easy_rows] = easy_rows[0]
     indices = torch.from_numpy(np.stack([partner, reference])).to(x.device)
@@ -426,15 +436,16 @@ def manifold_mix(
 
     Every sample b becomes lam * x[b] + (1 - lam) * x[perm[b]] over all N tokens (the whole hidden
     state, prefix tokens included, unlike TokenMixup), with one lam ~ Beta(alpha, alpha) for the batch
-    and a random permutation perm; the targets mix with the same weight. No gating, no saliency.
+    and a random permutation perm; the targets mix with the same weight. No gating, no saliency. A
+    sample with non-finite tokens is neither mixed nor mixed into another (its pair keeps its own).
 
     Args:
         x: (B, N, D) tokens; y: (B, C) soft targets; alpha: Beta concentration, > 0.
         num_prefix_tokens: P, only for the shape of the returned mask.
 
     Returns:
-        `HorizontalMix(x, y, mask, partner)` with mask (B, T) all True (every token interpolated) and
-        partner = perm. lam is drawn on the CPU, perm on x's device: no device-to-host copy.
+        `HorizontalMix(x, y, mask, partner)` with mask (B, T) True on every token of the mixed samples
+        (all tokens are interpolated) and partner = perm (own index where a sample is not mixed). lam is drawn on the CPU, perm on x's device: no device-to-host copy.
     """
     _require_tensor('x', x)
     _require_tensor('y', y)
@@ -449,10 +460,15 @@ def manifold_mix(
     concentration = torch.tensor(alpha, dtype=torch.float64)
     lam = float(torch.distributions.Beta(concentration, concentration).sample())
     perm = torch.randperm(batch_size, device=x.device)
-    x_mixed = lam * x + (1.0 - lam) * x[perm]
+    rows = torch.arange(batch_size, device=x.device)
+    finite = finite_samples(x)
+    perm = torch.where(finite & finite[perm], perm, rows)  # a non-finite sample is no partner and stays as it is
+    mixed_rows = perm != rows  # a sample paired with itself is left exactly as it was
+    x_mixed = torch.where(mixed_rows.view(-1, 1, 1), lam * x + (1.0 - lam) * x[perm], x)
     work_dtype = torch.promote_types(y.dtype, torch.float32)
     y_mixed = (lam * y.to(work_dtype) + (1.0 - lam) * y[perm].to(work_dtype)).to(y.dtype)
-    mask = torch.ones((batch_size, num_tokens - prefix), dtype=torch.bool, device=x.device)
+    y_mixed = torch.where(mixed_rows.view(-1, 1), y_mixed, y)
+    mask = mixed_rows.view(-1, 1).expand(batch_size, num_tokens - prefix)
     return HorizontalMix(x_mixed, y_mixed, mask, perm)
 
 

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
-from .functional import attention_saliency, horizontal_mix, manifold_mix, pair_gain
+from .functional import attention_saliency, finite_samples, horizontal_mix, manifold_mix, pair_gain
 from .output import HTMStatistics
 from .scorenet import ScoreNet
 from .settings import ModelContext, check_settings, settings_in_scope, settings_signature
@@ -117,25 +117,28 @@ class HorizontalTokenMixup(nn.Module):
         target = as_soft_target(target, self.num_classes)
         scorenet_input = x.detach() if self.scorenet_detach else x
         difficulty = self.scorenet.difficulty(scorenet_input, target)
-        loss = self.scorenet_lambda * difficulty.mean()
+        loss = self.scorenet_lambda * (difficulty.mean() if difficulty.shape[0] else difficulty.sum())  # 0 if empty
+        if self.mixing == 'token' and saliency is None:
+            raise ValueError(f'saliency is needed with mixing={self.mixing!r}, got None')
+        finite = finite_samples(x, saliency)
         if self.mixing == 'manifold':
-            easy = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            easy = finite
             mixed = manifold_mix(x, target, self.manifold_alpha, num_prefix_tokens=self.num_prefix_tokens)
         else:
-            if saliency is None:
-                raise ValueError(f"saliency is needed with mixing={self.mixing!r}, got None")
-            easy = difficulty.detach() < self.tau if self.difficulty_gating else torch.ones_like(difficulty, dtype=torch.bool)
+            easy = difficulty.detach() < self.tau if self.difficulty_gating else torch.ones_like(finite)
+            easy = easy & finite
             mixed = horizontal_mix(
                 x, target, saliency, easy, self.rho, num_prefix_tokens=self.num_prefix_tokens,
                 mask_reference=self.mask_reference, pairing=self.pairing, token_selection=self.token_selection,
                 label_mixing=self.label_mixing)
-        stats = self._statistics(difficulty.detach(), easy, saliency, mixed.mask, mixed.partner, return_mix)
+        stats = self._statistics(difficulty.detach(), easy, finite, saliency, mixed.mask, mixed.partner, return_mix)
         return HorizontalTokenMixupResult(mixed.x, mixed.y, loss, stats)
 
     def _statistics(
             self,
             difficulty: torch.Tensor,
             easy: torch.Tensor,
+            finite: torch.Tensor,
             saliency: Optional[torch.Tensor],
             mask: torch.Tensor,
             partner: torch.Tensor,
@@ -149,14 +152,17 @@ class HorizontalTokenMixup(nn.Module):
         else:
             gain = pair_gain(saliency, saliency[partner], self.rho)
         easy_gain = torch.where(easy, gain, torch.zeros_like(gain))
+        empty = difficulty.shape[0] == 0  # an empty batch: zeros, not reductions over nothing
+        zero = difficulty.new_zeros(())
         return HTMStatistics(
             easy_samples=num_easy,
             mixed_samples=num_mixed,
             replaced_tokens=mask.sum().float() / num_mixed.clamp_min(1),
-            difficulty=difficulty.mean(),
-            difficulty_min=difficulty.min(),
+            difficulty=zero if empty else difficulty.mean(),
+            difficulty_min=zero if empty else difficulty.min(),
             gain=easy_gain.sum() / num_easy.clamp_min(1),
-            gain_max=easy_gain.max(),
+            gain_max=zero if empty else easy_gain.max(),
+            nonfinite_samples=(~finite).sum().float(),
             mask=mask if return_mix else mask.new_empty((0,)),
             partner=partner if return_mix else partner.new_empty((0,)),
         )

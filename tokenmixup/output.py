@@ -21,6 +21,8 @@ class HTMStatistics(NamedTuple):
     replaced_tokens: mean replaced tokens per mixed sample.
     difficulty: mean ScoreNet cross-entropy (paper Eq. 1); difficulty_min: its minimum.
     gain: mean saliency gain (Eq. 6) of the chosen pairs of easy samples; gain_max: its maximum.
+    nonfinite_samples: samples whose tokens or saliency held NaN or infinite values; they are left
+        unmixed and are never partners.
     mask: (B, T) bool, True where a token was replaced; partner: (B,) long, the sample each row took
         tokens from (its own index where nothing was taken). Both only when asked for
         (`model(x, target, return_mix=True)`); otherwise empty (shape (0,)), so that the record stays a
@@ -33,6 +35,7 @@ class HTMStatistics(NamedTuple):
     difficulty_min: torch.Tensor
     gain: torch.Tensor
     gain_max: torch.Tensor
+    nonfinite_samples: torch.Tensor
     mask: torch.Tensor
     partner: torch.Tensor
 

@@ -179,7 +179,7 @@ def vertical_attention(
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
         if attention_rows == 'cls':
             attn = attention_weights(q.detach(), k.detach(), scale, cls_only=True)
-    out = out.transpose(1, 2).reshape(x.shape[0], num_tokens, -1)
+    out = out.transpose(1, 2).reshape(x.shape[0], num_tokens, v.shape[1] * v.shape[-1])  # explicit: B may be 0
     return VerticalAttentionOutput(out, attn)
 
 
