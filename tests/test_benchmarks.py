@@ -1,0 +1,100 @@
+"""The benchmark scripts (benchmarks/README.md) run on a tiny configuration and print what they document.
+
+Each script runs as a user runs it (`python benchmarks/<script>.py ...` from the repository root, one thread) and,
+with --json, prints exactly one JSON object with the documented keys, positive finite times and positive memory
+ratios. Nothing here asserts anything about speed: the scripts measure, they do not judge.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Sequence
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = ('--batch-size', '4', '--img-size', '16', '--warmup', '0')
+VERSION_KEYS = {'torch', 'timm', 'python', 'platform', 'cpu_count', 'torch_threads'}
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'benchmarks' / script), *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_json(script: str, *args: str) -> Dict[str, Any]:
+    """Run with --json: exit status 0 and stdout exactly one JSON object (warnings go to stderr)."""
+    completed = run_script(script, *args, '--json')
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)  # one object and nothing else: json.loads rejects trailing text
+    assert isinstance(result, dict)
+    return result
+
+
+def assert_positive_finite(result: Dict[str, Any], keys: Sequence[str]) -> None:
+    for key in keys:
+        value = result[key]
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
+
+
+def test_saliency_prints_one_json_object_with_the_four_passes_and_the_table_3_ratios():
+    result = run_json('saliency.py', '--model', 'cct_2_3x2_htm', '--repeats', '1', *TINY)
+    assert_positive_finite(result, ['gradient_ms', 'attention_ms', 'random_ms', 'rollout_ms',
+                                    'gradient_over_attention', 'attention_over_random'])
+    assert result['gradient_over_attention'] == pytest.approx(result['gradient_ms'] / result['attention_ms'])
+    assert result['attention_over_random'] == pytest.approx(result['attention_ms'] / result['random_ms'])
+    config = result['config']
+    assert (config['model'], config['batch_size'], config['img_size'], config['device'], config['repeats']) == \
+        ('cct_2_3x2_htm', 4, [16, 16], 'cpu', 1)
+    assert config['block'] == 1  # the HTM block of cct_2_3x2_htm (docs/design.md §5.3)
+    assert VERSION_KEYS <= set(result['versions'])
+
+
+def test_saliency_without_json_prints_a_table_and_the_command_line():
+    completed = run_script('saliency.py', '--model', 'cct_2_3x2_htm', '--repeats', '1', *TINY)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert [line.split()[0] for line in lines[2:6]] == ['gradient', 'attention', 'random', 'rollout']
+    assert lines[-1].startswith('command: ') and '--model cct_2_3x2_htm' in lines[-1]
+
+
+def test_train_step_reports_every_variant_against_the_base():
+    result = run_json('train_step.py', '--model', 'cct_2_3x2', '--memory-batch-size', '2', '--repeats', '2', *TINY)
+    variants = result['variants']
+    assert list(variants) == ['cct_2_3x2', 'cct_2_3x2_htm', 'cct_2_3x2_vtm', 'cct_2_3x2_htm_vtm']
+    for name, entry in variants.items():
+        assert_positive_finite(entry, ['step_ms', 'step_ratio', 'eval_ms', 'eval_ratio', 'saved_bytes',
+                                       'memory_ratio', 'memory_floor_ratio', 'memory_floor_with_norm_ratio'])
+        assert entry['step_iqr_ms'] >= 0 and entry['step_q25_ms'] <= entry['step_ms'] <= entry['step_q75_ms']
+        assert entry['step_ratio'] == pytest.approx(entry['step_ms'] / variants['cct_2_3x2']['step_ms'])
+    assert variants['cct_2_3x2']['step_goal'] is None and variants['cct_2_3x2']['memory_ratio'] == 1.0
+    goals = {name: (entry['step_goal'], entry['eval_goal'], entry['memory_goal'])
+             for name, entry in list(variants.items())[1:]}
+    assert goals == {'cct_2_3x2_htm': (1.03, 1.0, 1.02), 'cct_2_3x2_vtm': (1.05, 1.0, 1.05),
+                     'cct_2_3x2_htm_vtm': (1.05, 1.0, 1.03)}
+    for entry in list(variants.values())[1:]:
+        assert isinstance(entry['step_conclusive'], bool) and isinstance(entry['goal_below_floor'], bool)
+    # VTM attends to N + kappa keys at its block, so its floor lies above 1; a base has none
+    assert variants['cct_2_3x2_vtm']['memory_floor_ratio'] > 1.0 == variants['cct_2_3x2']['memory_floor_ratio']
+    assert set(variants['cct_2_3x2_htm']['htm_mixed_samples']) == {'1'}
+    config = result['config']
+    assert (config['model'], config['batch_size'], config['memory_batch_size'], config['repeats']) == \
+        ('cct_2_3x2', 4, 2, 2)
+    assert config['memory_measure'] == 'saved_bytes'
+    assert VERSION_KEYS <= set(result['versions'])
+
+
+def test_htm_layer_compares_the_whole_layer_with_random_tokens_and_random_saliency():
+    # every sample easy and rho 0, so that matching and mixing run even on a fresh model
+    result = run_json('htm_layer.py', '--model', 'cct_2_3x2_htm', '--repeats', '1', '--easy-fraction', '1',
+                      '--rho', '0', *TINY)
+    assert_positive_finite(result, ['full_ms', 'random_tokens_ms', 'random_saliency_ms', 'full_over_random_tokens',
+                                    'full_over_random_saliency'])
+    assert result['goal'] == 2.0
+    assert result['full_easy'] == 4 and result['full_mixed'] > 0
+    assert (result['config']['model'], result['config']['rho']) == ('cct_2_3x2_htm', 0.0)
+    assert VERSION_KEYS <= set(result['versions'])
