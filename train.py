@@ -13,6 +13,7 @@ timm's train.py. Distributed training goes through torchrun:
     torchrun --nproc_per_node 2 train.py -c configs/cifar100_cct_7_3x1_htm.yaml --data-dir /data/cifar
 """
 import argparse
+import csv
 import logging
 import os
 import shutil
@@ -28,23 +29,26 @@ import torch.nn as nn
 import yaml
 from timm.data import Mixup, create_loader, resolve_data_config
 from timm.loss import SoftTargetCrossEntropy
-from timm.models import create_model, safe_model_name
+from timm.models import safe_model_name
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.task import ClassificationTask, load_task_ema_checkpoint, resume_task_checkpoint
 from timm.utils import (
     CheckpointSaver, NativeScaler, ParseKwargs, dispatch_clip_grad, get_outdir, init_distributed_device, random_seed,
-    setup_default_logging, update_summary)
+    update_summary)
 
 import models  # noqa: F401  (registers the zoo with timm)
 from tokenmixup import HTMStatisticsMeter, TokenMixupOutput, flat_statistics, one_hot_target
 from tokenmixup.settings import PRESETS, SETTINGS, Setting
 from tokenmixup_tools.checkpoints import (
-    MODEL_CONFIG_KEY, describe_model, load_training_checkpoint, plain_run_arguments, resolve_model_source,
+    MODEL_CONFIG_KEY, describe_model, load_training_checkpoint, plain_data, plain_run_arguments, resolve_model_source,
     save_training_checkpoint)
+from tokenmixup_tools.cli import (
+    NegativeFlagAction, UsageError, create_model_checked, read_checkpoint_argument, run_tool, setup_logging)
 from tokenmixup_tools.datasets import DEFAULT_DATASET, create_dataset_split, dataset_num_classes
 from tokenmixup_tools.evaluation import evaluate
 from tokenmixup_tools.files import atomic_duplicate, atomic_open, atomic_path
+from tokenmixup_tools.rng import capture_rng_state, restore_rng_state
 from tokenmixup_tools.runtime import create_autocast, create_loss_scaler, default_device
 
 _logger = logging.getLogger('train')
@@ -69,16 +73,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                             '"" for an ImageFolder under --data-dir, torch/cifar10, torch/cifar100, ...')
     group.add_argument('--train-split', metavar='NAME', default='train')
     group.add_argument('--val-split', metavar='NAME', default='validation')
-    group.add_argument('--dataset-download', action='store_true', default=False,
+    group.add_argument('--dataset-download', action=argparse.BooleanOptionalAction, default=False,
                        help='allow torchvision datasets to download (needs a network)')
 
     group = parser.add_argument_group('Model')
     group.add_argument('--model', default='cct_2_3x2_htm_vtm', type=str, metavar='MODEL',
                        help='registered model name, or hf-hub:ORG/NAME / local-dir:DIR (a folder from hub.publish)')
-    group.add_argument('--pretrained', action='store_true', default=False, help='start from pretrained weights')
+    group.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
+                       help='start from pretrained weights')
     group.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH', help='load these weights first')
     group.add_argument('--resume', default='', type=str, metavar='PATH', help='resume a run from its checkpoint')
-    group.add_argument('--no-resume-opt', action='store_true', default=False, help='do not restore the optimizer')
+    group.add_argument('--no-resume-opt', action=NegativeFlagAction, default=False,
+                       help='do not restore the optimizer (--resume-opt: do)')
     group.add_argument('--num-classes', type=int, default=None, metavar='N', help='classes (default: the dataset\'s)')
     group.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (default: the model\'s)')
     group.add_argument('--crop-pct', default=None, type=float, metavar='PCT', help='eval crop fraction')
@@ -100,7 +106,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--clip-grad', type=float, default=None, metavar='NORM', help='clip gradients (off by default)')
     group.add_argument('--clip-mode', type=str, default='norm', help='norm, value or agc')
     group.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER')
-    group.add_argument('--sched-on-updates', action='store_true', default=False, help='step the schedule per update')
+    group.add_argument('--sched-on-updates', action=argparse.BooleanOptionalAction, default=False,
+                       help='step the schedule per update')
     group.add_argument('--lr', type=float, default=2e-3, metavar='LR')
     group.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR')
     group.add_argument('--min-lr', type=float, default=1e-5, metavar='LR')
@@ -113,7 +120,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--cooldown-epochs', type=int, default=0, metavar='N')
 
     group = parser.add_argument_group('Augmentation and regularisation')
-    group.add_argument('--no-aug', action='store_true', default=False)
+    group.add_argument('--no-aug', action=NegativeFlagAction, default=False,
+                       help='no training augmentation (--aug: augment)')
     group.add_argument('--scale', type=float, nargs=2, default=[0.85, 1.0], metavar='PCT', help='random resized crop scale')
     group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.], metavar='RATIO')
     group.add_argument('--hflip', type=float, default=0.0, help='horizontal flip probability (digits: none)')
@@ -136,23 +144,26 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='stochastic depth (model default)')
 
     group = parser.add_argument_group('Model EMA')
-    group.add_argument('--model-ema', action='store_true', default=False)
+    group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=False)
     group.add_argument('--model-ema-decay', type=float, default=0.9998)
-    group.add_argument('--model-ema-warmup', action='store_true', default=False)
+    group.add_argument('--model-ema-warmup', action=argparse.BooleanOptionalAction, default=False)
 
     group = parser.add_argument_group('Misc')
     group.add_argument('--seed', type=int, default=42, metavar='S')
     group.add_argument('--log-interval', type=int, default=10, metavar='N', help='steps between log lines')
     group.add_argument('--checkpoint-hist', type=int, default=2, metavar='N', help='numbered checkpoints to keep')
     group.add_argument('-j', '--workers', type=int, default=0, metavar='N', help='data loading processes per process')
-    group.add_argument('--amp', action='store_true', default=False, help='mixed precision (autocast)')
+    group.add_argument('--amp', action=argparse.BooleanOptionalAction, default=False,
+                       help='mixed precision (autocast; far slower than float32 on the CPU)')
     group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
     group.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
     group.add_argument('--dist-backend', default=None, type=str, help='nccl on CUDA, gloo otherwise')
     group.add_argument('--dist-url', default='env://', type=str)
-    group.add_argument('--pin-mem', action='store_true', default=False)
+    group.add_argument('--pin-mem', action=argparse.BooleanOptionalAction, default=False)
     group.add_argument('--output', default='./output', type=str, metavar='PATH', help='runs go under PATH/train/')
     group.add_argument('--experiment', default='', type=str, metavar='NAME', help='run folder name')
+    group.add_argument('--force', action=argparse.BooleanOptionalAction, default=False,
+                       help='start a new run in a non-empty run folder, replacing its run files')
     group.add_argument('--eval-metric', default='top1', type=str, metavar='METRIC')
     group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor', help='torch.compile backend')
     group.add_argument('--progress', default=None, action=argparse.BooleanOptionalAction,
@@ -185,21 +196,96 @@ def _flag_options(setting: Setting) -> Dict[str, Any]:
     return dict(choices=setting.choices)
 
 
+# How the recorded arguments of a run may change when it is resumed (docs/design.md §6.1). They are the
+# defaults of the resumed run; a flag given again (on the command line or in a -c file) with another value
+# is refused when it would make another run (the model, its TokenMixup settings, the data), may raise
+# --epochs, changes nothing that matters when it only says where and how the run executes, and is taken
+# with a warning otherwise (the run then no longer continues the saved one exactly).
+RESUME_FIXED = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'img_size', 'model_kwargs', 'drop',
+                'drop_path', 'tokenmixup_preset', *(setting.name for setting in SETTINGS), 'dataset', 'train_split',
+                'val_split')
+RESUME_FREE = ('resume', 'no_resume_opt', 'config', 'force', 'workers', 'log_interval', 'progress', 'device',
+               'dist_backend', 'dist_url', 'pin_mem', 'output', 'experiment', 'checkpoint_hist', 'torchcompile',
+               'data_dir', 'dataset_download', 'validation_batch_size')
+_NOT_RESUMED = ('resume', 'no_resume_opt', 'config', 'force', 'device', 'output', 'experiment')  # never from the record
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse the YAML config (if any) into defaults, then the command line, which wins."""
+    """Parse the command line over the YAML config (if any) over, with --resume, the saved run's arguments.
+
+    A config's keys are defaults that the command line overrides. With `--resume CHECKPOINT` the run's
+    recorded arguments come first; the config's keys and the flags given then count as given explicitly
+    and must fit the saved run (see RESUME_FIXED).
+    """
     config_parser, parser = build_parsers()
     config_args, remaining = config_parser.parse_known_args(argv)
-    if config_args.config:
-        with open(config_args.config) as f:
-            config = yaml.safe_load(f) or {}
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise SystemExit(f'{config_args.config}: unknown keys {unknown} (use argument names with underscores)')
-        parser.set_defaults(**config)
+    config = _read_config(config_args.config, parser) if config_args.config else {}
+    given = dict(config, **_given_flags(remaining))
+    if given.get('resume'):
+        recorded = _recorded_arguments(given['resume'], parser)
+        if recorded is not None:
+            _check_resume_changes(given['resume'], recorded, given)
+            parser.set_defaults(**recorded)
+    parser.set_defaults(**config)
     args = parser.parse_args(remaining)
     args.config = config_args.config
     return args
+
+
+def _read_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """The keys of a YAML config file, which must be argument names (with underscores)."""
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    unknown = sorted(set(config) - {action.dest for action in parser._actions})
+    if unknown:
+        raise UsageError(f'{path}: unknown keys {unknown} (use argument names with underscores)')
+    return config
+
+
+def _given_flags(argv: Sequence[str]) -> Dict[str, Any]:
+    """The arguments that `argv` sets explicitly (parsed by a parser without defaults)."""
+    parser = build_parsers()[1]
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def _recorded_arguments(checkpoint_path: str, parser: argparse.ArgumentParser) -> Optional[Dict[str, Any]]:
+    """The run arguments saved in `checkpoint_path` that become the resumed run's defaults (None if none)."""
+    try:
+        recorded = load_training_checkpoint(checkpoint_path).get('args')
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UsageError(f'--resume {checkpoint_path}: cannot read it as a train.py checkpoint ({e})') from e
+    if not recorded:
+        _logger.warning(f'--resume {checkpoint_path}: the checkpoint records no run arguments; using the flags given')
+        return None
+    dests = {action.dest for action in parser._actions}
+    return {name: value for name, value in recorded.items() if name in dests and name not in _NOT_RESUMED}
+
+
+def _check_resume_changes(checkpoint_path: str, recorded: Dict[str, Any], given: Dict[str, Any]) -> None:
+    """Refuse the changes that would make a resumed run another run; warn about the others."""
+    for name, value in given.items():
+        if name in RESUME_FREE or name not in recorded:
+            continue
+        before, after = plain_data(recorded[name], name), plain_data(value, name)
+        if before == after:
+            continue
+        flag = '--' + name.replace('_', '-')
+        if name in RESUME_FIXED:
+            raise UsageError(
+                f'--resume {checkpoint_path}: the run was trained with {flag} {before!r}; {flag} {after!r} would make '
+                'it another run (the model, its TokenMixup settings and the data stay as saved): start a new run '
+                'instead, e.g. with --initial-checkpoint')
+        if name == 'epochs':
+            if after < before:
+                raise UsageError(f'--resume {checkpoint_path}: --epochs {after} is less than the run\'s {before}: a '
+                                 'resumed run can be extended, not shortened')
+            _logger.warning(f'--epochs {after}: extending the run from {before} epochs; the LR schedule is rebuilt '
+                            f'for {after} epochs')
+            continue
+        _logger.warning(f'{flag} {after!r} differs from the run\'s {before!r}: the resumed run will not continue the '
+                        'saved one exactly')
 
 
 class TokenMixupTask(ClassificationTask):
@@ -251,6 +337,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if metric is not None:
             save_state['metric'] = metric
         save_state['saver'] = self.state_dict(epoch, metric)
+        save_state['rng_state'] = capture_rng_state()  # what the next epoch draws from: an exact resume
         save_training_checkpoint(save_path, save_state)
 
     def _replace(self, src: str, dst: str) -> None:
@@ -259,6 +346,22 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def _duplicate(self, src: str, dst: str) -> None:
         # timm's version copies straight into dst; here dst is either the old file or the whole new one
         self.can_hardlink = atomic_duplicate(src, dst, hard_link=self.can_hardlink)
+
+
+def drop_summary_rows_from(filename: str, epoch: int) -> None:
+    """Remove the rows of `epoch` and later from summary.csv (replaced whole): a resumed run writes them again.
+
+    A run killed after writing an epoch's row but before its checkpoint resumes from the checkpoint before,
+    so without this its summary would hold that epoch twice.
+    """
+    if not os.path.exists(filename):
+        return
+    with open(filename, newline='') as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < epoch]
+    if len(kept) < len(rows):
+        with atomic_open(filename, newline='') as f:
+            csv.writer(f).writerows(kept)
 
 
 def append_summary_row(epoch: int, train_metrics: Dict[str, float], eval_metrics: Dict[str, float],
@@ -318,9 +421,9 @@ def build_model(args: argparse.Namespace, num_classes: int) -> Tuple[nn.Module, 
         drop_rate=args.drop, drop_path_rate=args.drop_path, img_size=args.img_size,
         **_tokenmixup_kwargs(args), **args.model_kwargs)
     model_kwargs = {key: value for key, value in model_kwargs.items() if value is not None}
-    model = create_model(args.model, pretrained=args.pretrained, num_classes=num_classes, **model_kwargs)
+    model = create_model_checked(args.model, pretrained=args.pretrained, num_classes=num_classes, **model_kwargs)
     if args.initial_checkpoint:
-        checkpoint = load_training_checkpoint(args.initial_checkpoint)
+        checkpoint = read_checkpoint_argument(args.initial_checkpoint, '--initial-checkpoint')
         state_dict = checkpoint.get('state_dict', checkpoint)
         model.load_state_dict(state_dict)
     architecture, recorded_kwargs = resolve_model_source(args.model, model_kwargs)  # hf-hub:/local-dir: names
@@ -333,9 +436,20 @@ def create_datasets(args: argparse.Namespace):
     try:
         train = create_dataset_split(args.dataset, args.train_split, is_training=True, **common)
         val = create_dataset_split(args.dataset, args.val_split, is_training=False, **common)
-    except ValueError as e:
-        raise SystemExit(f'--dataset {args.dataset!r}: {e}') from e
+    except UsageError as e:
+        raise UsageError(f'--dataset {args.dataset!r}: {e}') from e
     return train, val
+
+
+def check_labels(target: torch.Tensor, num_classes: int) -> None:
+    """Integer labels from the loader must lie in [0, num_classes): checked on the CPU, where it costs no sync
+    (on an accelerator an out-of-range label would become a silent all-zero target row)."""
+    if target.device.type != 'cpu' or target.is_floating_point() or target.numel() == 0:
+        return
+    low, high = int(target.min()), int(target.max())
+    if low < 0 or high >= num_classes:
+        raise UsageError(f'the dataset gave labels from {low} to {high}, but the model has {num_classes} classes '
+                         f'(labels 0 to {num_classes - 1}): check --num-classes and the dataset')
 
 
 def train_one_epoch(
@@ -355,46 +469,71 @@ def train_one_epoch(
     task.train()
     stats_meter = HTMStatisticsMeter()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    num_samples = 0
+    num_samples = torch.zeros((), device=device, dtype=torch.float64)  # of the steps with a finite loss
+    skipped = torch.zeros((), device=device, dtype=torch.float64)
     interactive = args.progress if args.progress is not None else sys.stdout.isatty()
     progress = Progress(args.rank == 0, interactive, args.log_interval, len(loader), epoch)
     for step, (input, target) in enumerate(loader):
+        check_labels(target, task.num_classes)  # on the host, before the labels reach the device
         input, target = input.to(device), target.to(device)
         if mixup_fn is not None:
             input, target = mixup_fn(input, target)
         with amp_autocast():
             result = task(input, target)
         loss = result['loss']
+        finite = torch.isfinite(loss.detach())
         parameters = task.get_clip_parameters()
-        if loss_scaler is not None:
+        if loss_scaler is not None:  # float16: the scaler skips the update when the gradients overflow
             loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode, parameters=parameters)
-        else:
+        elif finite:  # one host sync per step, as a loss scaler makes: a non-finite loss never reaches the weights
             loss.backward()
             if args.clip_grad is not None:
                 dispatch_clip_grad(parameters, args.clip_grad, mode=args.clip_mode)
             optimizer.step()
+        else:
+            _logger.warning(f'epoch {epoch} step {step}: the loss is not finite ({loss.item()}); update skipped')
         optimizer.zero_grad(set_to_none=True)
         num_updates += 1
         task.update_ema(step=num_updates)
         if lr_scheduler is not None:
             lr_scheduler.step_update(num_updates=num_updates)
 
-        loss_sum += loss.detach().double() * input.shape[0]
-        num_samples += input.shape[0]
-        stats_meter.update(result['stats'])
+        loss_sum += torch.where(finite, loss.detach().double() * input.shape[0], 0.0)
+        num_samples += finite * input.shape[0]
+        skipped += ~finite
+        stats_meter.update(result['stats'], include=finite)
         values = None
         if progress.wants_values(step):
             shown = flat_statistics(result['stats'], ('mixed_samples',))
-            numbers = torch.stack([loss_sum / num_samples, *(value.double() for value in shown.values())]).tolist()
-            values = dict(zip(['loss', *shown], numbers))
+            numbers = torch.stack([loss_sum / num_samples.clamp_min(1), *(value.double() for value in shown.values())])
+            values = dict(zip(['loss', *shown], numbers.tolist()))
         progress.step(step, input.shape[0], values)
 
-    totals = torch.stack([loss_sum, torch.tensor(float(num_samples), device=device, dtype=torch.float64)])
+    totals = torch.stack([loss_sum, num_samples, skipped])
     if args.distributed:
         torch.distributed.all_reduce(totals)
-    metrics = OrderedDict(loss=(totals[0] / totals[1].clamp_min(1)).item())
+    loss_total, sample_total, skipped_total = totals.tolist()
+    metrics = OrderedDict(loss=loss_total / max(sample_total, 1.0), skipped_updates=skipped_total)
     metrics.update(stats_meter.compute(args.distributed))
     return metrics, num_updates
+
+
+RUN_FILES = ('summary.csv', 'args.yaml', 'last.pth.tar', 'model_best.pth.tar', 'tmp.pth.tar')
+
+
+def prepare_run_folder(folder: str, force: bool) -> None:
+    """Refuse to start a run in a folder that holds another run's files, unless `force` (which removes them)."""
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        return
+    if not force:
+        raise UsageError(f'--experiment: {folder} already holds a run ({", ".join(sorted(os.listdir(folder))[:4])}'
+                         f'{", ..." if len(os.listdir(folder)) > 4 else ""}); resume it with --resume '
+                         f'{os.path.join(folder, "last.pth.tar")}, choose another --experiment, or pass --force to '
+                         'replace it')
+    for name in os.listdir(folder):
+        if name in RUN_FILES or (name.startswith('checkpoint-') and name.endswith('.pth.tar')):
+            os.remove(os.path.join(folder, name))
+    _logger.warning(f'--force: replaced the run files in {folder}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -406,6 +545,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         _logger.info(f'process {args.rank} of {args.world_size} on {device}')
     random_seed(args.seed, args.rank)
     run_args = plain_run_arguments(args)  # what checkpoints store: fails here, not at the first save
+    if args.rank == 0 and args.experiment and not args.resume:
+        prepare_run_folder(os.path.join(args.output, 'train', args.experiment), args.force)
 
     amp_autocast = create_autocast(device, args.amp, args.amp_dtype)
     loss_scaler = create_loss_scaler(device, args.amp, args.amp_dtype)
@@ -413,7 +554,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     dataset_train, dataset_eval = create_datasets(args)
     num_classes = args.num_classes or dataset_num_classes(dataset_train)
     if not num_classes:
-        raise SystemExit('cannot tell the number of classes of this dataset: pass --num-classes')
+        raise UsageError('cannot tell the number of classes of this dataset: pass --num-classes')
     model, model_config = build_model(args, num_classes)
     if args.rank == 0:
         num_params = sum(p.numel() for p in model.parameters())
@@ -474,14 +615,22 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
         step_on_epochs=not args.sched_on_updates, updates_per_epoch=updates_per_epoch)
     if lr_scheduler is None:
-        raise SystemExit(f'--sched {args.sched!r} is not a timm scheduler (cosine, step, multistep, constant, ...)')
+        raise UsageError(f'--sched {args.sched!r} is not a timm scheduler (cosine, step, multistep, constant, ...)')
     start_epoch = 0
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     elif resume_epoch is not None:
         start_epoch = resume_epoch
-    if resume_state is not None and 'lr_scheduler' in resume_state:
-        lr_scheduler.load_state_dict(resume_state['lr_scheduler'])
+    saved_epochs = (resume_state.get('args') or {}).get('epochs') if resume_state is not None else None
+    if resume_state is not None and 'lr_scheduler' in resume_state and saved_epochs in (None, args.epochs):
+        lr_scheduler.load_state_dict(resume_state['lr_scheduler'])  # (an extended run keeps the rebuilt one)
+    if start_epoch >= num_epochs:
+        finished = f'nothing to do: the run finished at epoch {start_epoch - 1} (of {num_epochs})'
+        if args.rank == 0:
+            _logger.info(finished + '; pass a larger --epochs to extend it')
+            print(f'Done: {finished}. Checkpoint: {args.resume}', flush=True)
+        return {'eval_metrics': {}, 'output_dir': os.path.dirname(os.path.abspath(args.resume or '.')),
+                'finished': True}
     if start_epoch > 0:
         lr_scheduler.step(start_epoch) if not args.sched_on_updates else lr_scheduler.step_update(
             start_epoch * updates_per_epoch)
@@ -501,9 +650,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             max_history=args.checkpoint_hist, model_config=model_config, lr_scheduler=lr_scheduler)
         if resume_state is not None and 'saver' in resume_state:
             saver.load_state_dict(resume_state['saver'])
-        with atomic_open(os.path.join(output_dir, 'args.yaml')) as f:
-            f.write(yaml.safe_dump(run_args, default_flow_style=False))
+        drop_summary_rows_from(os.path.join(output_dir, 'summary.csv'), start_epoch)
+        if not os.path.exists(os.path.join(output_dir, 'args.yaml')):  # written once, when the run starts
+            with atomic_open(os.path.join(output_dir, 'args.yaml')) as f:
+                f.write(yaml.safe_dump(run_args, default_flow_style=False))
         _logger.info(f'writing to {output_dir}; training epochs {start_epoch}..{num_epochs - 1}')
+    if resume_state is not None and 'rng_state' in resume_state:
+        restore_rng_state(resume_state['rng_state'])  # where the saved run's next epoch started from
 
     eval_metrics: Dict[str, float] = {}
     num_updates = start_epoch * updates_per_epoch
@@ -541,5 +694,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == '__main__':
-    setup_default_logging()
-    main()
+    setup_logging()
+    run_tool(main, 'train.py')

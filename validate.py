@@ -19,6 +19,10 @@ which needs no download. Evaluation is `train.py`'s eval pass (`tokenmixup_tools
 timm's eval transforms (`create_loader(is_training=False)`, no prefetcher) and timm's
 `ClassificationEvaluator`.
 
+Mistakes in the flags (an unknown model, a missing or unreadable checkpoint, weights that do not fit the
+model, a dataset that is not under --data-dir) end the command with one line on stderr and exit status 2
+(`tokenmixup_tools.cli`; `TOKENMIXUP_DEBUG=1` shows the traceback); in-process `main()` raises `UsageError`.
+
     python validate.py --checkpoint output/train/RUN/last.pth.tar --results-file results.csv
     python validate.py --model cct_7_3x1 --pretrained --dataset torch/cifar100 --data-dir /data/cifar
 """
@@ -33,13 +37,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 from timm.data import create_loader, resolve_data_config
-from timm.models import create_model
-from timm.utils import ParseKwargs, setup_default_logging
+from timm.models import split_model_name_tag
+from timm.utils import ParseKwargs
 
 import models  # noqa: F401  (registers the zoo with timm)
 from tokenmixup_tools.checkpoints import (
-    RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, load_weights, model_config_from_checkpoint,
-    read_checkpoint)
+    RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, load_weights, model_config_from_checkpoint)
+from tokenmixup_tools.cli import (
+    UsageError, check_model_name, create_model_checked, one_line, read_checkpoint_argument, run_tool, setup_logging)
 from tokenmixup_tools.datasets import DEFAULT_DATASET, create_dataset_split, dataset_num_classes
 from tokenmixup_tools.evaluation import evaluate
 from tokenmixup_tools.files import atomic_open
@@ -63,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f'{DEFAULT_DATASET} or any timm dataset: "" for an ImageFolder under --data-dir, '
                             'torch/cifar10, torch/cifar100, ...')
     group.add_argument('--split', metavar='NAME', default=None, help=f'dataset split (default: {DEFAULT_SPLIT})')
-    group.add_argument('--dataset-download', action='store_true', default=False,
+    group.add_argument('--dataset-download', action=argparse.BooleanOptionalAction, default=False,
                        help='allow torchvision datasets to download (needs a network)')
 
     group = parser.add_argument_group('Model')
@@ -72,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--checkpoint', default='', type=str, metavar='PATH',
                        help='a train.py checkpoint (the model is rebuilt from it) or a plain state dict '
                             '(needs --model)')
-    group.add_argument('--pretrained', action='store_true', default=False,
+    group.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
                        help='validate the pretrained weights of --model (implied when there is no --checkpoint)')
-    group.add_argument('--use-ema', action='store_true', default=False,
+    group.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=False,
                        help='validate the checkpoint\'s EMA weights (runs trained with --model-ema)')
     group.add_argument('--num-classes', type=int, default=None, metavar='N',
                        help='classes (default: the checkpoint\'s; for a plain state dict the dataset\'s)')
@@ -92,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group('Run')
     group.add_argument('-b', '--batch-size', type=int, default=128, metavar='N', help='batch size (default: 128)')
     group.add_argument('-j', '--workers', type=int, default=0, metavar='N', help='data loading processes (default: 0)')
-    group.add_argument('--pin-mem', action='store_true', default=False)
+    group.add_argument('--pin-mem', action=argparse.BooleanOptionalAction, default=False)
     group.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
-    group.add_argument('--amp', action='store_true', default=False, help='mixed precision (autocast)')
+    group.add_argument('--amp', action=argparse.BooleanOptionalAction, default=False,
+                       help='mixed precision (autocast; far slower than float32 on the CPU)')
     group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
     group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor',
                        help='torch.compile the model with this backend (default when given: inductor)')
@@ -150,8 +156,8 @@ def create_eval_dataset(args: argparse.Namespace):
         return create_dataset_split(
             args.dataset, args.split, data_dir=args.data_dir, download=args.dataset_download,
             batch_size=args.batch_size)
-    except ValueError as e:
-        raise SystemExit(f'--dataset {args.dataset!r} --split {args.split!r}: {e}') from e
+    except UsageError as e:
+        raise UsageError(f'--dataset {args.dataset!r} --split {args.split!r}: {e}') from e
 
 
 def _model_overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -165,26 +171,21 @@ def build_model(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]], 
     """Create the model to validate (with its weights); returns it and its name for the result row."""
     if checkpoint is None:
         _logger.info(f'no --checkpoint: validating the pretrained weights of {args.model}')
-        try:
-            model = create_model(args.model, pretrained=True, num_classes=args.num_classes, **_model_overrides(args))
-        except RuntimeError as e:  # timm: no pretrained weights for this name / tag
-            raise SystemExit(f'--model {args.model} --pretrained: {e}') from e
+        model = create_model_checked(args.model, pretrained=True, num_classes=args.num_classes, **_model_overrides(args))
         return model, args.model
     if args.pretrained:
         _logger.warning('--pretrained is ignored: the weights come from --checkpoint')
 
     record = model_config_from_checkpoint(checkpoint)
     if record is not None:
-        overrides = dict(architecture=args.model, num_classes=args.num_classes)
-        overrides.update({key: value for key, value in _model_overrides(args).items() if value is not None})
-        model = create_model_from_config(record, **overrides)
+        model = _model_from_record(args, record)
         name = args.model or record['architecture']
     elif args.model:
         num_classes = args.num_classes or dataset_num_classes(dataset)
-        model = create_model(args.model, num_classes=num_classes, **_model_overrides(args))
+        model = create_model_checked(args.model, num_classes=num_classes, **_model_overrides(args))
         name = args.model
     else:
-        raise SystemExit(
+        raise UsageError(
             f'--checkpoint {args.checkpoint} records no model configuration (a plain state dict or a '
             'checkpoint not written by train.py): pass --model NAME (and --num-classes / --img-size / '
             '--model-kwargs as it was trained)')
@@ -192,15 +193,40 @@ def build_model(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]], 
     try:
         state_dict = checkpoint_weights(checkpoint, args.use_ema)
     except ValueError as e:
-        raise SystemExit(f'{"--use-ema" if args.use_ema else "--checkpoint"}: {args.checkpoint} {e}') from e
+        raise UsageError(f'{"--use-ema" if args.use_ema else "--checkpoint"}: {args.checkpoint} {e}') from e
     try:
         load_weights(model, state_dict)
     except ValueError as e:
-        raise SystemExit(
+        recorded = record['architecture'] if record is not None else None
+        if args.model and recorded and _architecture(args.model) != _architecture(recorded):
+            raise UsageError(
+                f'--checkpoint {args.checkpoint} holds {recorded} weights, which do not fit --model {args.model}: '
+                f'leave --model out to rebuild {recorded}, or name the architecture it was trained as') from e
+        raise UsageError(
             f'--checkpoint {args.checkpoint}: its weights do not fit {name} with {model.num_classes} classes'
             f'{_describe_overrides(args)}; check --model, --num-classes, --img-size and --model-kwargs. {e}'
         ) from e
     return model, name
+
+
+def _model_from_record(args: argparse.Namespace, record: Dict[str, Any]) -> nn.Module:
+    """The model a checkpoint's record describes, with the command line's --model, --num-classes,
+    --img-size and --model-kwargs over it."""
+    overrides = dict(architecture=args.model, num_classes=args.num_classes)
+    overrides.update({key: value for key, value in _model_overrides(args).items() if value is not None})
+    if args.model:
+        check_model_name(args.model)
+    try:
+        return create_model_from_config(record, **overrides)
+    except (ValueError, TypeError) as e:
+        built = f'--model {args.model}' if args.model else record.get('architecture')
+        raise UsageError(f'cannot build {built} from the configuration --checkpoint {args.checkpoint} records'
+                         f'{_describe_overrides(args)}: {one_line(e)}') from e
+
+
+def _architecture(name: str) -> str:
+    """A model name without its pretrained tag (`cct_7_3x1.c100_300e` -> `cct_7_3x1`)."""
+    return split_model_name_tag(name)[0]
 
 
 def _describe_overrides(args: argparse.Namespace) -> str:
@@ -223,23 +249,18 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     device = torch.device(args.device or default_device())
     amp_autocast = create_autocast(device, args.amp, args.amp_dtype)
     if args.use_ema and not args.checkpoint:
-        raise SystemExit('--use-ema needs --checkpoint (pretrained weights have no EMA copy)')
+        raise UsageError('--use-ema needs --checkpoint (pretrained weights have no EMA copy)')
 
-    checkpoint = None
-    if args.checkpoint:
-        try:
-            checkpoint = read_checkpoint(args.checkpoint)
-        except (OSError, ValueError) as e:
-            raise SystemExit(f'--checkpoint {e}') from e
+    checkpoint = read_checkpoint_argument(args.checkpoint, '--checkpoint') if args.checkpoint else None
     resolve_run_defaults(args, checkpoint)
     dataset = create_eval_dataset(args)
     model, name = build_model(args, checkpoint, dataset)
     param_count = sum(p.numel() for p in model.parameters())
     dataset_classes = dataset_num_classes(dataset)
     if not getattr(model, 'num_classes', 0):
-        raise SystemExit(f'{name} has no classifier (num_classes 0): pass --num-classes')
+        raise UsageError(f'{name} has no classifier (num_classes 0): pass --num-classes')
     if dataset_classes and dataset_classes > model.num_classes:
-        raise SystemExit(f'--dataset {args.dataset} has {dataset_classes} classes, the model has '
+        raise UsageError(f'--dataset {args.dataset} has {dataset_classes} classes, the model has '
                          f'{model.num_classes}: pass a matching --num-classes or --dataset')
     _logger.info(f'model {name}: {param_count:,} parameters'
                  + (f', {"EMA" if args.use_ema else "main"} weights of {args.checkpoint}' if checkpoint else ''))
@@ -292,7 +313,7 @@ def write_results(path: str, rows: List[Dict[str, Any]], results_format: str = '
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Validate; prints one line per model and returns the result rows."""
     if not logging.root.handlers:
-        setup_default_logging()
+        setup_logging()
     args = parse_args(argv)
     rows = [validate(args)]
     for row in rows:
@@ -306,4 +327,5 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
 
 
 if __name__ == '__main__':
-    main()
+    setup_logging()
+    run_tool(main, 'validate.py')

@@ -5,6 +5,7 @@ the model and its TokenMixup settings, the training recipe read from the checkpo
 arguments, the validation results of `validate.py`'s CSV, how to load the model, the citation and the
 licence. It is a pure function of `CardInputs`, so tests can check the text directly.
 """
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -87,7 +88,9 @@ RESULT_COLUMNS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'loss', 'para
 class CardInputs:
     """Everything the model card says.
 
-    repo_id: 'ORG/NAME' the folder is published as; architecture: the registered model name;
+    repo_id: 'ORG/NAME' the folder is published as, None for a folder exported without one; local_dir: where
+    the folder is exported (the card's name and `local-dir:` usage when there is no repo_id);
+    architecture: the registered model name;
     tag: the pretrained tag in config.json; num_classes, param_count, input_size (C, H, W);
     tokenmixup: the resolved TokenMixup settings; model_args: every reconstruction argument;
     data_config: eval preprocessing (input_size, interpolation, crop_pct, mean, std);
@@ -96,7 +99,7 @@ class CardInputs:
     results_source: the CSV they came from; label_names: class names (None when unknown);
     licence: the weights' licence; base_licence_note: where the base weights' licence comes from.
     """
-    repo_id: str
+    repo_id: Optional[str]
     architecture: str
     tag: str
     num_classes: int
@@ -113,6 +116,23 @@ class CardInputs:
     results_source: Optional[str] = None
     label_names: Optional[Sequence[str]] = None
     licence: str = 'apache-2.0'
+    local_dir: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        """The model's name: the repository's, else the export folder's."""
+        if self.repo_id:
+            return self.repo_id.split('/')[-1]
+        return os.path.basename(os.path.normpath(self.local_dir)) if self.local_dir else self.architecture
+
+    @property
+    def load_name(self) -> str:
+        """What `timm.create_model` loads it as: `hf-hub:ORG/NAME`, else `local-dir:DIR`."""
+        if self.repo_id:
+            return f'hf-hub:{self.repo_id}'
+        if self.local_dir:
+            return f'local-dir:{self.local_dir}'
+        raise ValueError('a model card needs repo_id or local_dir: the name the model is loaded by')
 
 
 def _text(value: Any) -> str:
@@ -221,7 +241,7 @@ def _results_section(inputs: CardInputs) -> str:
 
 
 def _usage_section(inputs: CardInputs) -> str:
-    name = inputs.repo_id.split('/')[-1]
+    load_name = inputs.load_name
     dataset = (inputs.train_args or {}).get('dataset')
     validate_flags = ''
     if dataset:
@@ -236,7 +256,7 @@ checkpoint was exported from: install it (`pip install -e .` in its repository) 
 import timm
 import models  # registers the TokenMixup architectures with timm
 
-model = timm.create_model('hf-hub:{inputs.repo_id}', pretrained=True).eval()
+model = timm.create_model('{load_name}', pretrained=True).eval()
 data_config = timm.data.resolve_data_config({{}}, model=model)
 transform = timm.data.create_transform(**data_config)
 logits = model(transform(image).unsqueeze(0))  # image: a PIL image
@@ -247,13 +267,21 @@ model. To fine-tune with TokenMixup, call `model(images, labels)` in training mo
 `tokenmixup.TokenMixupOutput(logits, target, aux_loss, stats)`, or use `train.py`:
 
 ```bash
-python train.py --model hf-hub:{inputs.repo_id} --pretrained ...
-python validate.py --model hf-hub:{inputs.repo_id} --pretrained{validate_flags}
+python train.py --model {load_name} --pretrained ...
+python validate.py --model {load_name} --pretrained{validate_flags}
 ```
 
-A downloaded copy of this folder loads the same way with `timm.create_model('local-dir:PATH/{name}', pretrained=True)`.
+{_where_it_loads_from(inputs)}
 `config.json` holds every reconstruction argument (`model_args`, TokenMixup settings included), so no
 keyword argument needs to be repeated; passing `num_classes` replaces the classifier (and the ScoreNet's)."""
+
+
+def _where_it_loads_from(inputs: CardInputs) -> str:
+    if inputs.repo_id:
+        return (f"A downloaded copy of this folder loads the same way with "
+                f"`timm.create_model('local-dir:PATH/{inputs.name}', pretrained=True)`.")
+    return ('This folder was exported without a Hub repository, so it loads from where it lies; once uploaded to '
+            "one, `timm.create_model('hf-hub:ORG/NAME', pretrained=True)` loads it the same way.")
 
 
 def render_model_card(inputs: CardInputs) -> str:
@@ -261,7 +289,7 @@ def render_model_card(inputs: CardInputs) -> str:
     family = _family(inputs.architecture)
     base = _base_name(inputs.architecture)
     dataset = _dataset_name(inputs.train_args)
-    title = inputs.repo_id.split('/')[-1]
+    title = inputs.name
     data = inputs.data_config
     intro = (f'`{inputs.architecture}` ({_what_is_enabled(inputs.tokenmixup)}) with {inputs.num_classes} classes'
              + (f', trained on {dataset}' if dataset else '') + '. Exported from a `train.py` checkpoint of the '

@@ -3,6 +3,11 @@
 
     python -m hub.publish output/train/RUN/last.pth.tar --repo-id ORG/NAME --results-file results.csv
     python -m hub.publish output/train/RUN/last.pth.tar --repo-id ORG/NAME --local-dir exports/NAME --no-push
+    python -m hub.publish output/train/RUN/last.pth.tar --local-dir exports/NAME --no-push
+
+`--repo-id` is needed to push. An export only (`--no-push --local-dir DIR`) may leave it out: the card is
+then named after the folder, shows how to load it as `local-dir:DIR` (instead of `hf-hub:ORG/NAME`), and
+the tag is `--tag` or, by default, DATASET_EPOCHSe from the run.
 
 The checkpoint is a `train.py` (timm format) checkpoint: `arch` and `state_dict`, optionally
 `state_dict_ema`, `args` and the recorded model configuration; or a plain state dict, which needs
@@ -24,7 +29,9 @@ only after the new folder is complete. Pushing uses `huggingface_hub.HfApi` (`cr
 `model_args` from what the installed timm version records.
 
 `--model-kwargs` (parsed as in train.py) take precedence over everything read from the checkpoint,
-`num_classes` included.
+`num_classes` included. Mistakes in the arguments (a missing or unreadable checkpoint, an unknown model
+name, a malformed repo id, ...) end the command with one line on stderr and exit status 2
+(`tokenmixup_tools.cli`; `TOKENMIXUP_DEBUG=1` shows the traceback).
 """
 import argparse
 import csv
@@ -32,7 +39,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -52,7 +58,8 @@ import models  # noqa: F401  (registers the zoo with timm)
 from tokenmixup.settings import SETTING_NAMES
 from tokenmixup_tools.checkpoints import (
     RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, describe_model, is_plain_state_dict, load_weights,
-    model_config_from_checkpoint, plain_data, read_checkpoint, resolve_model_source)
+    model_config_from_checkpoint, plain_data, resolve_model_source)
+from tokenmixup_tools.cli import UsageError, check_model_name, one_line, read_checkpoint_argument, run_tool
 from tokenmixup_tools.datasets import EMBEDDED_DATASETS, is_embedded_dataset
 from tokenmixup_tools.files import ordinary_mode, replace_folder
 
@@ -76,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                     'and push it to the Hugging Face Hub.')
     parser.add_argument('checkpoint', metavar='CHECKPOINT',
                         help='a train.py checkpoint, or a plain state dict (with --model)')
-    parser.add_argument('--repo-id', required=True, metavar='ORG/NAME', help='the Hub repository to publish as')
+    parser.add_argument('--repo-id', default=None, metavar='ORG/NAME',
+                        help='the Hub repository to publish as (needed to push; optional with --no-push)')
     parser.add_argument('--local-dir', default=None, metavar='DIR', help='also keep the exported folder here')
     parser.add_argument('--no-push', action='store_true', default=False,
                         help='export only (needs --local-dir; no token)')
@@ -86,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--commit-message', default=None, help='Hub commit message')
     parser.add_argument('--results-file', default=None, metavar='CSV', help="validate.py's results CSV for the card")
     parser.add_argument('--tag', default=None, help="pretrained tag in config.json (default: the repo name's "
-                                                    "'.TAG' suffix, else DATASET_EPOCHSe from the run)")
+                                                    "'.TAG' suffix, else DATASET_EPOCHSe from the run, else "
+                                                    "'custom')")
     parser.add_argument('--model', default=None, metavar='NAME',
                         help="registered model name (default: the checkpoint's); needed for a plain state dict")
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
@@ -98,36 +107,49 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 # checks that run before any work
 
+def check_destination(args: argparse.Namespace) -> Optional[str]:
+    """The checked --repo-id (None for an export only), after the checks of where the folder goes: pushing
+    needs --repo-id, --no-push needs --local-dir, --tag must be a timm tag."""
+    if args.tag is not None and not _TAG_PATTERN.fullmatch(args.tag):
+        raise UsageError(f"--tag {args.tag!r}: expected letters, digits, '_' and '-' (timm names it ARCH.TAG)")
+    if args.no_push and not args.local_dir:
+        raise UsageError('--no-push needs --local-dir DIR: otherwise nothing would be kept')
+    if args.repo_id is None and not args.no_push:
+        raise UsageError('pushing to the Hub needs --repo-id ORG/NAME (the repository to create or update); '
+                         'to export only, pass --no-push --local-dir DIR')
+    return check_repo_id(args.repo_id) if args.repo_id is not None else None
+
+
 def check_repo_id(repo_id: str) -> str:
-    """`repo_id` if it is a Hub model repo id of the form ORG/NAME, else SystemExit saying why."""
+    """`repo_id` if it is a Hub model repo id of the form ORG/NAME, else UsageError saying why."""
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise SystemExit(f'--repo-id {repo_id!r} is not a Hub repo id: expected {_REPO_ID_FORM}. {e}') from e
+        raise UsageError(f'--repo-id {repo_id!r} is not a Hub repo id: expected {_REPO_ID_FORM}. {e}') from e
     if repo_id.count('/') != 1 or not all(repo_id.split('/')):
-        raise SystemExit(f'--repo-id {repo_id!r} is not a Hub repo id: expected {_REPO_ID_FORM}, '
+        raise UsageError(f'--repo-id {repo_id!r} is not a Hub repo id: expected {_REPO_ID_FORM}, '
                          'with the owner, so that hf-hub:ORG/NAME names it')
     return repo_id
 
 
 def resolve_token(token: Optional[str]) -> str:
-    """The token to push with: --token, else HF_TOKEN / the saved login; SystemExit when there is none."""
+    """The token to push with: --token, else HF_TOKEN / the saved login; UsageError when there is none."""
     token = token or get_token()
     if not token:
-        raise SystemExit('pushing to the Hub needs a token: pass --token, set HF_TOKEN, or log in with '
+        raise UsageError('pushing to the Hub needs a token: pass --token, set HF_TOKEN, or log in with '
                          '`hf auth login`; or export only with --no-push --local-dir DIR')
     return token
 
 
 def check_local_dir(path: Optional[str], force: bool) -> Optional[Path]:
-    """The --local-dir destination; SystemExit if it is a file, or a non-empty folder without --force."""
+    """The --local-dir destination; UsageError if it is a file, or a non-empty folder without --force."""
     if path is None:
         return None
     dest = Path(path)
     if dest.exists() and not dest.is_dir():
-        raise SystemExit(f'--local-dir {path} exists and is not a folder')
+        raise UsageError(f'--local-dir {path} exists and is not a folder')
     if dest.is_dir() and any(dest.iterdir()) and not force:
-        raise SystemExit(
+        raise UsageError(
             f'--local-dir {path} is not empty: pass --force to replace it, or choose an empty or new folder')
     return dest
 
@@ -135,11 +157,11 @@ def check_local_dir(path: Optional[str], force: bool) -> Optional[Path]:
 def read_results(path: str) -> List[Dict[str, Any]]:
     """The rows of validate.py's results CSV (numbers as numbers)."""
     if not os.path.isfile(path):
-        raise SystemExit(f'--results-file {path}: no such file')
+        raise UsageError(f'--results-file {path}: no such file')
     with open(path, newline='') as f:
         rows = list(csv.DictReader(f))
     if not rows or 'top1' not in rows[0]:
-        raise SystemExit(f'--results-file {path}: expected validate.py\'s CSV (a header with model, top1, ... and '
+        raise UsageError(f'--results-file {path}: expected validate.py\'s CSV (a header with model, top1, ... and '
                          f'one row per model), got {"no rows" if not rows else "columns " + str(list(rows[0]))}')
     parsed = []
     for row in rows:
@@ -198,14 +220,12 @@ def resolve_model_config(
         try:
             architecture, kwargs = resolve_model_source(architecture, kwargs)
         except Exception as e:
-            raise SystemExit(
-                f'cannot resolve the model name {architecture!r} to an architecture ({e}): pass --model NAME') from e
+            raise UsageError(f'cannot resolve the model name {architecture!r} to an architecture '
+                             f'({one_line(e)}): pass --model NAME') from e
     if not architecture:
-        raise SystemExit(f'CHECKPOINT {path} is a plain state dict (or names no architecture): pass --model NAME '
+        raise UsageError(f'CHECKPOINT {path} is a plain state dict (or names no architecture): pass --model NAME '
                          '(and --model-kwargs num_classes=N img_size=N ... as it was trained)')
-    if not timm.is_model(architecture):
-        raise SystemExit(f'--model {architecture}: not a registered model name (see timm.list_models("cct_*"), '
-                         'timm.list_models("vit_*_htm*"))')
+    check_model_name(architecture, '--model' if model_name else f'CHECKPOINT {path} records the architecture')
     kwargs.update(model_kwargs)
     num_classes = kwargs.pop('num_classes', num_classes)
     if num_classes is None:
@@ -216,16 +236,16 @@ def resolve_model_config(
 
 def build_model(config: Dict[str, Any], state_dict: Dict[str, torch.Tensor], model_kwargs: Dict[str, Any],
                 path: str) -> nn.Module:
-    """The model `config` records, with `state_dict` loaded strictly; SystemExit if they do not fit."""
+    """The model `config` records, with `state_dict` loaded strictly; UsageError if they do not fit."""
     try:
         model = create_model_from_config(config)
     except (ValueError, TypeError) as e:
-        raise SystemExit(f'cannot build {config["architecture"]} with {_describe(config)}: {e}') from e
+        raise UsageError(f'cannot build {config["architecture"]} with {_describe(config)}: {one_line(e)}') from e
     try:
         load_weights(model, state_dict)
     except ValueError as e:
         given = ', '.join(f'{key}={value!r}' for key, value in model_kwargs.items())
-        raise SystemExit(
+        raise UsageError(
             f'CHECKPOINT {path}: its weights do not fit {config["architecture"]} with {model.num_classes} classes'
             + (f' (given --model-kwargs {given})' if given else '')
             + f'; check --model and --model-kwargs. {e}') from e
@@ -277,9 +297,10 @@ def eval_data_config(model: nn.Module, model_args: Dict[str, Any],
     return resolve_data_config(data_args, model=model)
 
 
-def default_tag(repo_id: str, architecture: str, train_args: Optional[Dict[str, Any]]) -> str:
-    """timm's convention: a repo named ARCH.TAG carries TAG; else DATASET_EPOCHSe from the run, else 'custom'."""
-    name = repo_id.split('/')[-1]
+def default_tag(repo_id: Optional[str], architecture: str, train_args: Optional[Dict[str, Any]]) -> str:
+    """timm's convention: a repo named ARCH.TAG carries TAG; else (also without a repo id) DATASET_EPOCHSe
+    from the run, else 'custom'."""
+    name = repo_id.split('/')[-1] if repo_id else ''
     if name.startswith(architecture + '.') and _TAG_PATTERN.fullmatch(name[len(architecture) + 1:]):
         return name[len(architecture) + 1:]
     dataset = (train_args or {}).get('dataset')
@@ -372,23 +393,16 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
     `api_factory(token)` makes the Hub client (default: `huggingface_hub.HfApi`); tests pass a fake.
     """
     args = build_parser().parse_args(argv)
-    repo_id = check_repo_id(args.repo_id)
-    if args.tag is not None and not _TAG_PATTERN.fullmatch(args.tag):
-        raise SystemExit(f"--tag {args.tag!r}: expected letters, digits, '_' and '-' (timm names it ARCH.TAG)")
-    if args.no_push and not args.local_dir:
-        raise SystemExit('--no-push needs --local-dir DIR: otherwise nothing would be kept')
+    repo_id = check_destination(args)
     dest = check_local_dir(args.local_dir, args.force)
     token = None if args.no_push else resolve_token(args.token)
     results = read_results(args.results_file) if args.results_file else []
 
-    try:
-        checkpoint = read_checkpoint(args.checkpoint)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f'CHECKPOINT {e}') from e
+    checkpoint = read_checkpoint_argument(args.checkpoint, 'CHECKPOINT')
     try:
         state_dict = checkpoint_weights(checkpoint, args.use_ema)
     except ValueError as e:
-        raise SystemExit(f'{"--use-ema" if args.use_ema else "CHECKPOINT"}: {args.checkpoint} {e}') from e
+        raise UsageError(f'{"--use-ema" if args.use_ema else "CHECKPOINT"}: {args.checkpoint} {e}') from e
     train_args = checkpoint.get(RUN_ARGS_KEY)
     config = resolve_model_config(checkpoint, state_dict, args.model, args.model_kwargs, args.checkpoint)
     model = build_model(config, state_dict, args.model_kwargs, args.checkpoint)
@@ -401,7 +415,8 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
     hf_config = hub_config(model, architecture, model_args, data_config, tag, label_names)
     settings = getattr(model, 'tokenmixup_cfg', None)
     card = render_model_card(CardInputs(
-        repo_id=repo_id, architecture=architecture, tag=tag, num_classes=model.num_classes,
+        repo_id=repo_id, local_dir=str(dest) if dest is not None else None, architecture=architecture, tag=tag,
+        num_classes=model.num_classes,
         param_count=sum(p.numel() for p in model.parameters()), input_size=tuple(data_config['input_size']),
         tokenmixup=plain_data(asdict(settings), 'tokenmixup') if settings is not None else None,
         model_args=model_args, data_config=data_config, train_args=train_args,
@@ -419,8 +434,8 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
         try:
             check_folder(staged, model)
         except Exception as e:
-            raise SystemExit(f'export check failed, nothing written: the exported folder does not rebuild '
-                             f'{architecture} ({type(e).__name__}: {e})') from e
+            raise UsageError(f'export check failed, nothing written: the exported folder does not rebuild '
+                             f'{architecture} ({type(e).__name__}: {one_line(e)})') from e
         if dest is not None:
             replace_folder(staged, dest)
             folder = dest
@@ -437,7 +452,7 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
                 commit = push_folder(api, folder, repo_id, args.private, message)
             except Exception as e:
                 kept = f'; the exported folder is at {dest}' if dest is not None else ''
-                raise SystemExit(f'push to {repo_id} failed ({type(e).__name__}: {e}){kept}') from e
+                raise UsageError(f'push to {repo_id} failed ({type(e).__name__}: {one_line(e)}){kept}') from e
             print(f'Pushed to https://huggingface.co/{repo_id}; load it with '
                   f"timm.create_model('hf-hub:{repo_id}', pretrained=True) after `import models`", flush=True)
     finally:
@@ -448,7 +463,4 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_tool(main, 'python -m hub.publish')

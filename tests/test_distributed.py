@@ -104,7 +104,7 @@ def keeping_init(self, model, *args, **kwargs):
 
 train.TokenMixupTask.__init__ = keeping_init
 
-train.setup_default_logging()
+train.setup_logging()
 result = train.main(sys.argv[1:])
 recording = False
 builtins.open = original_open

@@ -25,6 +25,7 @@ from hub import publish
 from models import cct
 from tokenmixup.settings import SETTING_NAMES
 from tokenmixup_tools.checkpoints import create_model_from_config, load_training_checkpoint
+from tokenmixup_tools.cli import UsageError
 
 REPO_ID = 'zoo-test/cct_2_3x2_htm_vtm.digits'
 COMMIT = 'c0ffee' + '0' * 34  # a 40-hex-digit commit hash, as the Hub cache names snapshots
@@ -303,7 +304,7 @@ def test_push_takes_the_token_from_the_environment_and_keeps_the_local_dir(run, 
 
 def test_a_failed_push_says_so_and_keeps_the_local_dir(run, tmp_path):
     local_dir = tmp_path / 'kept'
-    with pytest.raises(SystemExit, match=f'push to {REPO_ID} failed .*ConnectionError.*exported folder is at'):
+    with pytest.raises(UsageError, match=f'push to {REPO_ID} failed .*ConnectionError.*exported folder is at'):
         publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(local_dir), '--token', 'hf_fake'],
                      api_factory=_factory([], fail_upload=True))
     assert sorted(os.listdir(local_dir)) == ['README.md', 'config.json', 'model.safetensors']
@@ -314,19 +315,19 @@ def test_a_failed_push_says_so_and_keeps_the_local_dir(run, tmp_path):
 
 @pytest.mark.parametrize('repo_id', ['no-owner', 'org/name/extra', 'org/na me', 'org/a--b', 'org/', '/name'])
 def test_malformed_repo_id_fails_before_any_work(repo_id, tmp_path):
-    with pytest.raises(SystemExit, match=f"--repo-id '{re.escape(repo_id)}' is not a Hub repo id: expected ORG/NAME"):
+    with pytest.raises(UsageError, match=f"--repo-id '{re.escape(repo_id)}' is not a Hub repo id: expected ORG/NAME"):
         publish.main([str(tmp_path / 'absent.pth.tar'), '--repo-id', repo_id, '--local-dir', str(tmp_path / 'out')])
     assert not (tmp_path / 'out').exists()
 
 
 def test_push_without_a_token_fails_before_any_work(tmp_path):
     """No --token, no HF_TOKEN, no saved login: a clear error, before the checkpoint is even read."""
-    with pytest.raises(SystemExit, match='pushing to the Hub needs a token: pass --token, set HF_TOKEN'):
+    with pytest.raises(UsageError, match='pushing to the Hub needs a token: pass --token, set HF_TOKEN'):
         publish.main([str(tmp_path / 'absent.pth.tar'), '--repo-id', REPO_ID])
 
 
 def test_no_push_needs_a_local_dir(run):
-    with pytest.raises(SystemExit, match='--no-push needs --local-dir'):
+    with pytest.raises(UsageError, match='--no-push needs --local-dir'):
         publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--no-push'])
 
 
@@ -335,7 +336,7 @@ def test_non_empty_local_dir_needs_force_and_is_then_replaced(run, tmp_path):
     local_dir.mkdir()
     (local_dir / 'old.txt').write_text('keep me')
     export = [run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(local_dir), '--no-push']
-    with pytest.raises(SystemExit, match='--local-dir .* is not empty: pass --force'):
+    with pytest.raises(UsageError, match='--local-dir .* is not empty: pass --force'):
         publish.main(export)
     assert os.listdir(local_dir) == ['old.txt']
     publish.main(export + ['--force'])
@@ -352,7 +353,7 @@ def test_a_failed_export_leaves_the_existing_folder_untouched(run, tmp_path, mon
     def broken_check(folder, model):
         raise RuntimeError('simulated')
     monkeypatch.setattr(publish, 'check_folder', broken_check)
-    with pytest.raises(SystemExit, match='export check failed, nothing written'):
+    with pytest.raises(UsageError, match='export check failed, nothing written'):
         publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(local_dir), '--no-push', '--force'])
     assert os.listdir(local_dir) == ['old.txt']
     assert sorted(os.listdir(tmp_path)) == ['out']
@@ -372,7 +373,7 @@ def test_model_kwargs_take_precedence_over_the_checkpoint(run, tmp_path):
 
 
 def test_model_kwargs_num_classes_overrides_the_checkpoint_and_must_fit_the_weights(run, tmp_path):
-    with pytest.raises(SystemExit, match=r'weights do not fit cct_2_3x2_htm_vtm with 5 classes '
+    with pytest.raises(UsageError, match=r'weights do not fit cct_2_3x2_htm_vtm with 5 classes '
                                          r'\(given --model-kwargs num_classes=5\).*head'):
         publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(tmp_path / 'out'), '--no-push',
                       '--model-kwargs', 'num_classes=5'])
@@ -384,7 +385,7 @@ def test_plain_state_dict_needs_model(run, source_model, tmp_path):
     torch.save(load_training_checkpoint(run['checkpoint'])['state_dict'], state_dict_file)
     local_dir = tmp_path / 'out'
     export = [str(state_dict_file), '--repo-id', 'zoo-test/plain', '--local-dir', str(local_dir), '--no-push']
-    with pytest.raises(SystemExit, match='is a plain state dict .*pass --model NAME'):
+    with pytest.raises(UsageError, match='is a plain state dict .*pass --model NAME'):
         publish.main(export)
     publish.main(export + ['--model', 'cct_2_3x2_htm_vtm', '--model-kwargs', 'img_size=16'])
     config = json.loads((local_dir / 'config.json').read_text())
@@ -414,7 +415,7 @@ def test_a_vit_variant_exports_and_loads_back(tmp_path):
 
 
 def test_use_ema_exports_the_ema_weights_and_needs_them(run, tmp_path):
-    with pytest.raises(SystemExit, match='--use-ema: .* holds no EMA weights'):
+    with pytest.raises(UsageError, match='--use-ema: .* holds no EMA weights'):
         publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(tmp_path / 'a'), '--no-push',
                       '--use-ema'])
     checkpoint = load_training_checkpoint(run['checkpoint'])
@@ -437,7 +438,7 @@ def test_missing_files_are_named(run, tmp_path, flag, message):
     argv = [checkpoint, '--repo-id', REPO_ID, '--local-dir', str(tmp_path / 'out'), '--no-push']
     if flag == 'results':
         argv += ['--results-file', str(tmp_path / 'absent.csv')]
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(UsageError, match=message):
         publish.main(argv)
 
 
@@ -446,3 +447,35 @@ def test_default_tag_follows_the_repo_name_else_the_run():
     assert publish.default_tag('org/cct_7_3x1_htm.c100_tm', 'cct_7_3x1_htm', args) == 'c100_tm'
     assert publish.default_tag('org/my-model', 'cct_7_3x1_htm', args) == 'cifar100_300e'
     assert publish.default_tag('org/my-model', 'cct_7_3x1_htm', None) == 'custom'
+
+
+# ---------------------------------------------------------------------------------------------
+# an export without a Hub repository
+
+def test_export_only_needs_no_repo_id_and_its_card_loads_the_folder(run, source_model, tmp_path):
+    """`--no-push --local-dir DIR` without --repo-id: the card is named after the folder and loads it as
+    local-dir:DIR; the tag comes from the run (DATASET_EPOCHSe) or --tag."""
+    local_dir = tmp_path / 'digits-export'
+    result = publish.main([run['checkpoint'], '--no-push', '--local-dir', str(local_dir)])
+    assert result['repo_id'] is None and not result['pushed'] and result['local_dir'] == str(local_dir)
+    card = (local_dir / 'README.md').read_text()
+    assert card == result['card'] and '# Model card for digits-export\n' in card
+    assert f"model = timm.create_model('local-dir:{local_dir}', pretrained=True).eval()" in card
+    assert f'python validate.py --model local-dir:{local_dir} --pretrained --dataset embedded/digits' in card
+    assert "model = timm.create_model('hf-hub:" not in card and '--model hf-hub:' not in card
+    assert result['config']['pretrained_cfg']['tag'] == 'digits_1e'
+    model = timm.create_model(f'local-dir:{local_dir}', pretrained=True).eval()
+    assert model.pretrained_cfg['tag'] == 'digits_1e'
+    with torch.no_grad():
+        assert torch.equal(model(_images()), source_model(_images()))
+    tagged = publish.main([run['checkpoint'], '--no-push', '--local-dir', str(tmp_path / 'tagged'), '--tag', 'mine'])
+    assert tagged['config']['pretrained_cfg']['tag'] == 'mine'
+
+
+def test_pushing_still_needs_a_repo_id(run, tmp_path):
+    apis = []
+    with pytest.raises(UsageError, match='pushing to the Hub needs --repo-id ORG/NAME.*--no-push --local-dir DIR'):
+        publish.main([run['checkpoint'], '--local-dir', str(tmp_path / 'out'), '--token', 'hf_fake'],
+                     api_factory=_factory(apis))
+    assert apis == [] and not (tmp_path / 'out').exists()
+    assert publish.default_tag(None, 'cct_7_3x1_htm', {'dataset': 'torch/cifar100', 'epochs': 300}) == 'cifar100_300e'

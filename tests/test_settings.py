@@ -264,13 +264,20 @@ def test_no_source_file_restates_a_setting_default():
                 pairs += [(arg, default) for arg, default in zip(node.args.kwonlyargs, node.args.kw_defaults)
                           if default is not None]
                 for arg, default in pairs:
-                    if arg.arg in SETTING_DEFAULTS and isinstance(default, (ast.Constant, ast.Tuple)):
+                    if arg.arg in SETTING_DEFAULTS and _literal(default) == SETTING_DEFAULTS[arg.arg]:
                         offences.append(f'{path.name}:{node.lineno} {node.name}({arg.arg}=...)')
             elif isinstance(node, ast.keyword) and node.arg in SETTING_DEFAULTS:
-                try:
-                    value = ast.literal_eval(node.value)
-                except ValueError:
-                    continue
-                if value == SETTING_DEFAULTS[node.arg]:
-                    offences.append(f'{path.name}:{node.value.lineno} {node.arg}={value!r}')
+                if _literal(node.value) == SETTING_DEFAULTS[node.arg]:
+                    offences.append(f'{path.name}:{node.value.lineno} {node.arg}={_literal(node.value)!r}')
     assert offences == []
+
+
+class _NotALiteral:
+    """What `_literal` returns for an expression that is not a literal: equal to no default."""
+
+
+def _literal(node: ast.AST):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return _NotALiteral

@@ -22,6 +22,7 @@ import train  # tools at the repository root: setup.cfg puts the root on pytest'
 import validate
 from hub import publish
 from tokenmixup_tools import checkpoints, datasets, files, runtime
+from tokenmixup_tools.cli import UsageError
 from tokenmixup_tools.evaluation import evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -231,9 +232,9 @@ def test_dataset_rules():
     assert not datasets.needs_data_dir(datasets.DEFAULT_DATASET)
     assert not any(datasets.needs_data_dir(f'{prefix}/name') for prefix in ('hfds', 'hfids', 'tfds', 'wds'))
     assert datasets.needs_data_dir('') and datasets.needs_data_dir('torch/cifar100')
-    with pytest.raises(ValueError, match='--data-dir'):
+    with pytest.raises(UsageError, match='--data-dir'):
         datasets.create_dataset_split('torch/cifar100', 'train')
-    with pytest.raises(ValueError, match="split must be 'train' or 'validation', got 'extra'"):
+    with pytest.raises(UsageError, match="split must be 'train' or 'validation', got 'extra'"):
         datasets.create_dataset_split(datasets.DEFAULT_DATASET, 'extra')
 
 

@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 
 import train
+from tokenmixup_tools.cli import UsageError
 from tokenmixup_tools.checkpoints import load_training_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,7 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     assert (args.lr, args.tau, args.htm_layers, args.epochs) == (0.0123, 1.5, [0], 2)
     assert train.parse_args([]).lr != 0.0123  # no state left behind by the previous parse
     config.write_text('learning_rate: 0.1\n')
-    with pytest.raises(SystemExit, match='learning_rate'):
+    with pytest.raises(UsageError, match='learning_rate'):
         train.parse_args(['-c', str(config)])
 
 

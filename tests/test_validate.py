@@ -14,6 +14,7 @@ import torch
 
 import train  # a tool at the repository root: setup.cfg puts the root on pytest's python path
 import validate
+from tokenmixup_tools.cli import UsageError
 
 TIMM_COLUMNS = ['model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size', 'crop_pct',
                 'interpolation']
@@ -81,19 +82,19 @@ def test_use_ema_validates_the_ema_weights(ema_run):
 
 
 def test_use_ema_without_ema_weights_says_so(run):
-    with pytest.raises(SystemExit, match='--use-ema: .* no EMA weights'):
+    with pytest.raises(UsageError, match='--use-ema: .* no EMA weights'):
         validate.main(['--checkpoint', run['checkpoint'], '--use-ema'])
 
 
 def test_num_classes_flag_overrides_the_record(run):
     """Explicit flags win over the record: a head of another size cannot take the weights."""
-    with pytest.raises(SystemExit, match=r'do not fit cct_2_3x2_htm_vtm with 5 classes \(given --num-classes 5\)'):
+    with pytest.raises(UsageError, match=r'do not fit cct_2_3x2_htm_vtm with 5 classes \(given --num-classes 5\)'):
         validate.main(['--checkpoint', run['checkpoint'], '--num-classes', '5'])
 
 
 def test_img_size_flag_overrides_the_record(run):
     """The CCT's learnable positional embedding fixes the token count, so another size fails clearly."""
-    with pytest.raises(SystemExit, match=r'--img-size 16\).*pos_embed'):
+    with pytest.raises(UsageError, match=r'--img-size 16\).*pos_embed'):
         validate.main(['--checkpoint', run['checkpoint'], '--img-size', '16'])
 
 
@@ -118,20 +119,20 @@ def test_plain_state_dict_needs_model(run, tmp_path):
     """A checkpoint without a recorded configuration is rebuilt from --model (and the flags)."""
     state_dict_file = tmp_path / 'weights.pth'
     torch.save(torch.load(run['checkpoint'], map_location='cpu', weights_only=False)['state_dict'], state_dict_file)
-    with pytest.raises(SystemExit, match='records no model configuration.*--model NAME'):
+    with pytest.raises(UsageError, match='records no model configuration.*--model NAME'):
         validate.main(['--checkpoint', str(state_dict_file)])
     row, = validate.main(['--checkpoint', str(state_dict_file), '--model', 'cct_2_3x2_htm_vtm', '--img-size', '8'])
     assert abs(row['top1'] - round(float(run['summary']['eval_top1']), 4)) < 1e-6
 
 
 def test_missing_checkpoint_names_the_flag(tmp_path):
-    with pytest.raises(SystemExit, match='--checkpoint .*no such file'):
+    with pytest.raises(UsageError, match='--checkpoint .*no such file'):
         validate.main(['--checkpoint', str(tmp_path / 'absent.pth.tar')])
 
 
 def test_model_without_checkpoint_validates_pretrained_weights():
     """As in timm, `--model NAME` alone means its pretrained weights; a name without any says so."""
-    with pytest.raises(SystemExit, match='--model cct_2_3x2 --pretrained: No pretrained weights exist'):
+    with pytest.raises(UsageError, match='--model cct_2_3x2 --pretrained: No pretrained weights exist'):
         validate.main(['--model', 'cct_2_3x2'])
 
 

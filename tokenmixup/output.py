@@ -6,7 +6,7 @@ and, as `htm{block}_{name}`, in train.py's progress and epoch lines and summary.
 (`flat_statistics`, `HTMStatisticsMeter`).
 """
 from collections import OrderedDict
-from typing import Dict, Mapping, NamedTuple, Sequence
+from typing import Dict, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -80,21 +80,23 @@ class HTMStatisticsMeter:
 
     def __init__(self) -> None:
         self.sums: Dict[int, torch.Tensor] = {}
-        self.steps = 0
 
-    def update(self, stats: Mapping[int, HTMStatistics]) -> None:
-        """Add one step's statistics (no device-to-host copy)."""
-        self.steps += 1
+    def update(self, stats: Mapping[int, HTMStatistics], include: Optional[torch.Tensor] = None) -> None:
+        """Add one step's statistics (no device-to-host copy); a step with `include` False (a bool tensor,
+        e.g. whether its loss was finite) is left out."""
         for block, record in stats.items():
             values = torch.stack([
-                record.mixed_samples, record.replaced_tokens * record.mixed_samples, record.difficulty]).detach().float()
+                record.mixed_samples, record.replaced_tokens * record.mixed_samples, record.difficulty,
+                torch.ones_like(record.difficulty)]).detach().float()
+            if include is not None:
+                values = torch.where(include, values, torch.zeros_like(values))
             self.sums[block] = self.sums[block] + values if block in self.sums else values
 
     def compute(self, distributed: bool = False) -> Dict[str, float]:
         """The epoch's values, summed over processes with `distributed` (every rank must call it)."""
         metrics: Dict[str, float] = OrderedDict()
         for block in sorted(self.sums):
-            totals = torch.cat([self.sums[block], self.sums[block].new_tensor([float(self.steps)])])
+            totals = self.sums[block].clone()
             if distributed:
                 torch.distributed.all_reduce(totals)
             mixed, replaced, difficulty, steps = totals.tolist()

@@ -8,6 +8,8 @@ What the tools share, so that no tool imports another:
 - `runtime`: the default device and mixed-precision setup;
 - `evaluation`: the one evaluation pass (loss, top-1, top-5);
 - `files`: atomic file writing (temporary file, fsync, rename).
+- `cli`: how the tools report user errors (`UsageError`, `run_tool`: one line on stderr, exit status 2),
+  their logging, and the checks of model names and checkpoint files behind those errors.
 
 The model zoo itself (`models`) and the method (`tokenmixup`) do not depend on this package.
 """

@@ -8,6 +8,7 @@ split when i % 6 == 0 (300 images), in the training split otherwise (1,497 image
 Any other name goes to timm's `create_dataset` (an ImageFolder under a data folder, `torch/cifar100`,
 `hfds/...`, ...); `dataset_num_classes` reads the class count every kind of dataset declares.
 """
+import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Type
 
@@ -15,6 +16,8 @@ import numpy as np
 import timm.data
 import torch.utils.data
 from PIL import Image
+
+from .cli import UsageError
 
 __all__ = [
     'DEFAULT_DATASET', 'EMBEDDED_DATASETS', 'EmbeddedDigits', 'is_embedded_dataset', 'create_embedded_dataset',
@@ -26,6 +29,8 @@ _DATA_DIR = Path(__file__).resolve().parent / 'data'
 _VALIDATION_EVERY = 6
 # timm datasets that are read from a library or a stream rather than from a folder under --data-dir
 _NO_FOLDER_PREFIXES = ('hfds/', 'hfids/', 'tfds/', 'wds/')
+# the split folders timm's ImageFolder datasets look for, in its order (timm.data.create_dataset)
+_SPLIT_FOLDERS = (('train', 'training'), ('val', 'valid', 'validation', 'eval', 'evaluation'))
 
 
 class EmbeddedDigits(torch.utils.data.Dataset):
@@ -104,16 +109,50 @@ def create_dataset_split(
 ) -> torch.utils.data.Dataset:
     """One split of a dataset: the embedded set, or any dataset timm's `create_dataset` knows.
 
-    `batch_size` and `seed` matter to iterable datasets only (timm's defaults). Raises ValueError for
-    an unknown embedded split, and for a folder dataset without `data_dir`.
+    `batch_size` and `seed` matter to iterable datasets only (timm's defaults). Raises UsageError for an
+    unknown embedded split, a folder dataset without `data_dir` or whose `data_dir` does not exist, and a
+    torchvision or ImageFolder dataset that is not (complete) in `data_dir`; the caller names the dataset.
     """
     if is_embedded_dataset(name):
-        return create_embedded_dataset(name, split)
-    if not data_dir and needs_data_dir(name):
-        raise ValueError('needs a data folder: pass its root with --data-dir')
-    return timm.data.create_dataset(
-        name, root=data_dir, split=split, is_training=is_training, download=download, batch_size=batch_size,
-        seed=seed)
+        try:
+            return create_embedded_dataset(name, split)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    folder = needs_data_dir(name)
+    if folder and not data_dir:
+        raise UsageError('needs a data folder: pass its root with --data-dir')
+    if folder and not download and not os.path.exists(data_dir):
+        raise UsageError(f'--data-dir {data_dir}: no such folder')
+    try:
+        return timm.data.create_dataset(
+            name, root=data_dir, split=split, is_training=is_training, download=download, batch_size=batch_size,
+            seed=seed)
+    except RuntimeError as e:  # torchvision: not found or corrupted; timm's ImageFolder: no images
+        if not folder:
+            raise
+        raise UsageError(_not_found_message(name, split, data_dir, download)) from e
+
+
+def _not_found_message(name: str, split: str, data_dir: str, download: bool) -> str:
+    """Why a folder dataset could not be read from `data_dir`, and what is expected there."""
+    if name.lower().startswith('torch/'):
+        if download:
+            return f'no complete copy under {data_dir} even with --dataset-download (missing or corrupt files)'
+        return (f'no complete copy under {data_dir} (missing or corrupt files): put torchvision\'s files for '
+                f'{name} there, or pass --dataset-download to fetch them')
+    searched = _split_folder(data_dir, split)
+    return (f'found no images in class folders under {searched}: expected {data_dir}/{split}/CLASS/IMAGE '
+            f'(or {data_dir}/CLASS/IMAGE) with .png, .jpg or .jpeg images')
+
+
+def _split_folder(data_dir: str, split: str) -> str:
+    """The folder timm's ImageFolder reads split `split` from: DIR/SPLIT, else a synonym's, else DIR."""
+    split_name = split.split('[')[0]
+    candidates = [split_name] + next((list(group) for group in _SPLIT_FOLDERS if split_name in group), [])
+    for candidate in candidates:
+        if os.path.exists(os.path.join(data_dir, candidate)):
+            return os.path.join(data_dir, candidate)
+    return data_dir
 
 
 def dataset_num_classes(dataset: torch.utils.data.Dataset) -> Optional[int]:
