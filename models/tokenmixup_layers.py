@@ -184,13 +184,18 @@ class TokenMixupMixin:
 
             is_vtm = vtm_active and index in config.vtm_layers
             feeds_memory = index < last_vtm
+            checkpointed = self.grad_checkpointing and not torch.jit.is_scripting()
             if is_vtm or feeds_memory:
                 context = self.vtm.context(memory) if is_vtm else None
+                rows = attention_rows if feeds_memory else None
                 block_input = x
-                x, attn = block.forward_with_memory(x, context, attention_rows if feeds_memory else None)
+                if checkpointed:  # the memory is an input like x: its gradient comes through the recomputation
+                    x, attn = checkpoint(block.forward_with_memory, x, context, rows)
+                else:
+                    x, attn = block.forward_with_memory(x, context, rows)
                 if feeds_memory:
                     memory.append(self.vtm.memory_tokens(block_input, attn))
-            elif self.grad_checkpointing and not torch.jit.is_scripting():
+            elif checkpointed:
                 x = checkpoint(block, x)
             else:
                 x = block(x)

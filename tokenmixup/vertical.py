@@ -25,7 +25,8 @@ ATTENTION_ROWS = ('all', 'cls')
 
 class VerticalAttentionOutput(NamedTuple):
     """x: (B, N, H * head_dim) attention output before the output projection; attn: the explicit
-    attention probabilities (B, H, Q, N + M) when asked for (Q = N for 'all', 1 for 'cls'), else None."""
+    attention probabilities (B, H, Q, N + M) without gradient when asked for (Q = N for 'all', 1 for
+    'cls'), else None."""
     x: torch.Tensor
     attn: Optional[torch.Tensor]
 
@@ -149,8 +150,9 @@ def vertical_attention(
         q_norm, k_norm: optional per-head normalisation of queries and keys (timm's qk_norm).
         scale: logit scale; default head_dim ** -0.5.
         dropout_p: attention dropout probability (pass 0 in eval mode).
-        attention_rows: None for the fused kernel only; 'all' to also return the full probabilities
-            (the output is then computed from them); 'cls' to also return query row 0 only.
+        attention_rows: None for the fused kernel only; 'all' to also return the full probabilities, 'cls'
+            query row 0 only. The output always comes from the fused kernel; the probabilities are
+            computed again beside it, without gradient (they are read for saliency, never trained).
 
     Returns:
         `VerticalAttentionOutput(x, attn)`, x of shape (B, N, H * head_dim) before the output
@@ -171,14 +173,11 @@ def vertical_attention(
     q, k, scale = _queries_and_keys(context[:, :num_tokens], context, num_heads, q_proj, k_proj, q_norm, k_norm, scale)
     v = _project(context, v_proj, num_heads)
 
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     attn = None
-    if attention_rows == 'all':
-        attn = attention_weights(q, k, scale)
-        out = F.dropout(attn.to(v.dtype), p=dropout_p, training=dropout_p > 0) @ v
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
-        if attention_rows == 'cls':
-            attn = attention_weights(q.detach(), k.detach(), scale, cls_only=True)
+    if attention_rows is not None:  # read for saliency only: recomputed without gradient, nothing kept for backward
+        with torch.no_grad():
+            attn = attention_weights(q, k, scale, cls_only=attention_rows == 'cls')
     out = out.transpose(1, 2).reshape(x.shape[0], num_tokens, v.shape[1] * v.shape[-1])  # explicit: B may be 0
     return VerticalAttentionOutput(out, attn)
 
