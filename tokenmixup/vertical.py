@@ -170,7 +170,10 @@ def vertical_attention(
     context = x if memory is None or memory.shape[1] == 0 else torch.cat([x, memory], dim=1)
     if norm is not None:
         context = norm(context)
-    q, k, scale = _queries_and_keys(context[:, :num_tokens], context, num_heads, q_proj, k_proj, q_norm, k_norm, scale)
+    # queries of all rows, then the first N: a projection of the slice context[:, :N] would copy it and keep the
+    # copy for backward, while the whole context is kept anyway for the keys and values
+    q, k, scale = _queries_and_keys(context, context, num_heads, q_proj, k_proj, q_norm, k_norm, scale)
+    q = q[:, :, :num_tokens]
     v = _project(context, v_proj, num_heads)
 
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
