@@ -107,3 +107,25 @@ def test_grad_checkpointing_covers_every_block_with_the_same_gradients(name, mon
     assert grads[0].keys() == grads[1].keys()
     for key in grads[0]:
         torch.testing.assert_close(grads[1][key], grads[0][key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_with_attention_dropout_on_the_cpu_the_probabilities_are_computed_once():
+    """The CPU kernels cannot fuse dropout: there the output comes from the explicit probabilities (the same
+    draws as the oracle's), which are also the returned, detached saliency input."""
+    torch.manual_seed(0)
+    dim, heads = 32, 4
+    qkv, norm = torch.nn.Linear(dim, 3 * dim), torch.nn.LayerNorm(dim)
+    x, memory = torch.randn(3, 10, dim), torch.randn(3, 6, dim)
+    scale = (dim // heads) ** -0.5
+    q_proj, k_proj, v_proj = split_qkv(qkv.weight, qkv.bias)
+    torch.manual_seed(5)
+    fast = vertical_attention(x, memory, heads, q_proj, k_proj, v_proj, norm=norm, scale=scale, dropout_p=0.5,
+                              attention_rows='all')
+    _, probabilities = _explicit_attention(x, memory, heads, qkv, norm, scale)
+    (_, _), (_, _), (wv, bv) = split_qkv(qkv.weight, qkv.bias)
+    values = F.linear(norm(torch.cat([x, memory], dim=1)), wv, bv).view(3, 16, heads, -1).transpose(1, 2)
+    torch.manual_seed(5)
+    expected = (F.dropout(probabilities, p=0.5) @ values).transpose(1, 2).reshape(3, 10, -1)
+    torch.testing.assert_close(fast.x, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast.attn, probabilities.detach(), rtol=0, atol=1e-6)
+    assert not fast.attn.requires_grad and fast.x.requires_grad

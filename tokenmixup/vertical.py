@@ -51,7 +51,8 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, scale: float, cls_only: 
         cls_only: compute only query row 0 (O(K) per head instead of O(N K)).
 
     Returns:
-        (B, H, Q, K) probabilities in float32, Q = 1 if cls_only else N.
+        (B, H, Q, K) probabilities in float32, Q = 1 if cls_only else N. Without gradient (the saliency
+        passes) the softmax runs in place in the logits' buffer: one (B, H, Q, K) tensor instead of two.
     """
     if q.ndim != 4 or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(
@@ -59,7 +60,10 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, scale: float, cls_only: 
     if cls_only:
         q = q[:, :, :1]
     logits = (q.float() * scale) @ k.float().transpose(-2, -1)
-    return logits.softmax(dim=-1)
+    if logits.requires_grad:
+        return logits.softmax(dim=-1)
+    logits = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+    return logits.div_(logits.sum(dim=-1, keepdim=True))
 
 
 def _project(tokens: torch.Tensor, proj: LinearWeights, num_heads: int) -> torch.Tensor:
@@ -151,8 +155,10 @@ def vertical_attention(
         scale: logit scale; default head_dim ** -0.5.
         dropout_p: attention dropout probability (pass 0 in eval mode).
         attention_rows: None for the fused kernel only; 'all' to also return the full probabilities, 'cls'
-            query row 0 only. The output always comes from the fused kernel; the probabilities are
-            computed again beside it, without gradient (they are read for saliency, never trained).
+            query row 0 only. The output comes from the fused kernel and the probabilities are computed
+            again beside it, without gradient (they are read for saliency, never trained); except with
+            'all', attention dropout and a CPU tensor, where the kernel would materialise them anyway and
+            the output is computed from them explicitly.
 
     Returns:
         `VerticalAttentionOutput(x, attn)`, x of shape (B, N, H * head_dim) before the output
@@ -176,11 +182,18 @@ def vertical_attention(
     q = q[:, :, :num_tokens]
     v = _project(context, v_proj, num_heads)
 
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     attn = None
-    if attention_rows is not None:  # read for saliency only: recomputed without gradient, nothing kept for backward
-        with torch.no_grad():
-            attn = attention_weights(q, k, scale, cls_only=attention_rows == 'cls')
+    if attention_rows == 'all' and dropout_p > 0 and q.device.type == 'cpu':
+        # the CPU kernels of scaled_dot_product_attention cannot fuse dropout and materialise the probabilities
+        # anyway: compute them once, explicitly, and read the saliency from the same tensor
+        attn = attention_weights(q, k, scale)
+        out = F.dropout(attn.to(v.dtype), p=dropout_p) @ v
+        attn = attn.detach()
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+        if attention_rows is not None:  # for saliency only: recomputed without gradient, nothing kept for backward
+            with torch.no_grad():
+                attn = attention_weights(q, k, scale, cls_only=attention_rows == 'cls')
     out = out.transpose(1, 2).reshape(x.shape[0], num_tokens, v.shape[1] * v.shape[-1])  # explicit: B may be 0
     return VerticalAttentionOutput(out, attn)
 
