@@ -98,3 +98,14 @@ def test_htm_layer_compares_the_whole_layer_with_random_tokens_and_random_salien
     assert result['full_easy'] == 4 and result['full_mixed'] > 0
     assert (result['config']['model'], result['config']['rho']) == ('cct_2_3x2_htm', 0.0)
     assert VERSION_KEYS <= set(result['versions'])
+
+
+def test_profile_step_lists_the_operators_that_differ_from_the_base():
+    completed = run_script('profile_step.py', '--model', 'cct_2_3x2_vtm', '--base', 'cct_2_3x2', '--batch-size', '4',
+                           '--warmup', '0', '--top', '3')
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert lines[0].startswith('one train step, batch 4') and 'ratio' in lines[0]
+    assert lines[1].startswith('operator') and len(lines) == 2 + 3 + 1  # header, column names, 3 operators, command
+    assert all(line.rstrip().endswith(' ms') for line in lines[2:5])
+    assert lines[-1].startswith('command: python benchmarks/profile_step.py')
