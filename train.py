@@ -27,8 +27,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import yaml
-from timm.data import Mixup, create_loader, resolve_data_config
-from timm.loss import SoftTargetCrossEntropy
+from timm.data import FastCollateMixup, Mixup, create_loader, resolve_data_config
+from timm.layers import convert_sync_batchnorm
+from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from timm.models import safe_model_name
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -45,7 +46,8 @@ from tokenmixup_tools.checkpoints import (
     save_training_checkpoint)
 from tokenmixup_tools.cli import (
     NegativeFlagAction, UsageError, create_model_checked, read_checkpoint_argument, run_tool, setup_logging)
-from tokenmixup_tools.datasets import DEFAULT_DATASET, create_dataset_split, dataset_num_classes
+from tokenmixup_tools.datasets import (
+    DEFAULT_DATASET, create_dataset_split, dataset_num_classes, set_image_mode, with_channels)
 from tokenmixup_tools.evaluation import evaluate
 from tokenmixup_tools.files import atomic_duplicate, atomic_open, atomic_path
 from tokenmixup_tools.rng import capture_rng_state, restore_rng_state
@@ -59,9 +61,19 @@ def build_parsers() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     config_parser = argparse.ArgumentParser(description='Training config', add_help=False)
     config_parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
                                help='YAML file whose keys (argument names with underscores) set defaults')
-    parser = argparse.ArgumentParser(description='TokenMixup training (timm recipe). Defaults are the quickstart.')
+    parser = argparse.ArgumentParser(description='TokenMixup training (timm recipe). Defaults are the quickstart.',
+                                     formatter_class=DefaultsHelpFormatter)
     _add_arguments(parser)
     return config_parser, parser
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that shows every default, except where the help text already says what it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.help and 'default' in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +83,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--dataset', metavar='NAME', default=DEFAULT_DATASET,
                        help=f'{DEFAULT_DATASET} (default, ships with the package), or any timm dataset: '
                             '"" for an ImageFolder under --data-dir, torch/cifar10, torch/cifar100, ...')
-    group.add_argument('--train-split', metavar='NAME', default='train')
-    group.add_argument('--val-split', metavar='NAME', default='validation')
+    group.add_argument('--train-split', metavar='NAME', default='train', help='training split')
+    group.add_argument('--val-split', metavar='NAME', default='validation', help='validation split')
     group.add_argument('--dataset-download', action=argparse.BooleanOptionalAction, default=False,
                        help='allow torchvision datasets to download (needs a network)')
 
@@ -87,84 +99,157 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                        help='do not restore the optimizer (--resume-opt: do)')
     group.add_argument('--num-classes', type=int, default=None, metavar='N', help='classes (default: the dataset\'s)')
     group.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (default: the model\'s)')
+    group.add_argument('--in-chans', type=int, default=None, metavar='N',
+                       help='image channels the model is built for (default: 3, or the first value of --input-size); '
+                            'with 1 or 4 the images are converted to greyscale (L) or RGBA, as timm does')
+    group.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
+                       help='all image dimensions, e.g. 3 32 32: the model is built for C channels and H x W images '
+                            'and the data config uses them (default: --in-chans and --img-size, else the model\'s)')
     group.add_argument('--crop-pct', default=None, type=float, metavar='PCT', help='eval crop fraction')
     group.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN', help='normalisation mean')
     group.add_argument('--std', type=float, nargs='+', default=None, metavar='STD', help='normalisation std')
     group.add_argument('--interpolation', default='', type=str, metavar='NAME', help='eval resize interpolation')
     group.add_argument('-b', '--batch-size', type=int, default=64, metavar='N', help='batch size per process')
-    group.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N')
+    group.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N',
+                       help='validation batch size (default: --batch-size)')
     group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra model kwargs k=v')
+    group.add_argument('--grad-checkpointing', action=argparse.BooleanOptionalAction, default=False,
+                       help='gradient checkpointing (model.set_grad_checkpointing()): recompute the blocks\' '
+                            'activations in the backward pass; less memory, more compute, the same gradients')
+    group.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=False,
+                       help='channels-last memory layout for the model and the training images (helps convolutions on '
+                            'GPUs; the zoo convolves only in the CCT tokenizer and the ViT patch embedding)')
 
     _add_tokenmixup_arguments(parser)
 
     group = parser.add_argument_group('Optimizer and schedule')
-    group.add_argument('--opt', default='adamw', type=str, metavar='OPTIMIZER')
-    group.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON')
-    group.add_argument('--opt-betas', default=None, type=float, nargs='+', metavar='BETA')
-    group.add_argument('--momentum', type=float, default=0.9, metavar='M')
-    group.add_argument('--weight-decay', type=float, default=0.05)
+    group.add_argument('--opt', default='adamw', type=str, metavar='OPTIMIZER', help='any timm optimizer name')
+    group.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON',
+                       help='optimizer epsilon (default: the optimizer\'s)')
+    group.add_argument('--opt-betas', default=None, type=float, nargs='+', metavar='BETA',
+                       help='optimizer betas (default: the optimizer\'s)')
+    group.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+                       help='further optimizer keyword arguments, values read as Python literals (e.g. nesterov=True)')
+    group.add_argument('--layer-decay', type=float, default=None, metavar='X',
+                       help='layer-wise LR decay (timm\'s create_optimizer_v2 layer_decay): layer group l of L '
+                            'trains at LR x X^(L-1-l), groups from model.group_matcher(): the stem, each block '
+                            'together with the HTM ScoreNet in front of it, the head (default: off)')
+    group.add_argument('--momentum', type=float, default=0.9, metavar='M', help='SGD momentum')
+    group.add_argument('--weight-decay', type=float, default=0.05, help='weight decay (not on 1-d parameters)')
     group.add_argument('--clip-grad', type=float, default=None, metavar='NORM', help='clip gradients (off by default)')
     group.add_argument('--clip-mode', type=str, default='norm', help='norm, value or agc')
-    group.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER')
+    group.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER', help='any timm scheduler name')
     group.add_argument('--sched-on-updates', action=argparse.BooleanOptionalAction, default=False,
                        help='step the schedule per update')
-    group.add_argument('--lr', type=float, default=2e-3, metavar='LR')
-    group.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR')
-    group.add_argument('--min-lr', type=float, default=1e-5, metavar='LR')
-    group.add_argument('--epochs', type=int, default=20, metavar='N')
-    group.add_argument('--start-epoch', default=None, type=int, metavar='N')
-    group.add_argument('--decay-epochs', type=float, default=90, metavar='N')
-    group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES')
-    group.add_argument('--decay-rate', '--dr', type=float, default=0.1, metavar='RATE')
-    group.add_argument('--warmup-epochs', type=int, default=3, metavar='N')
-    group.add_argument('--cooldown-epochs', type=int, default=0, metavar='N')
+    group.add_argument('--lr', type=float, default=None, metavar='LR',
+                       help='learning rate (default: --lr-base scaled to the global batch; the resolved value is '
+                            'what the run records)')
+    group.add_argument('--lr-base', type=float, default=2e-3, metavar='LR',
+                       help='base learning rate, used when --lr is not given: lr = lr_base x ratio, ratio = global '
+                            'batch (--batch-size x processes x --grad-accum-steps) / --lr-base-size, or its square '
+                            'root')
+    group.add_argument('--lr-base-size', type=int, default=64, metavar='N',
+                       help='the global batch --lr-base is given for (timm uses 256 and 0.1; 64 and 2e-3 give the '
+                            'quickstart its lr 2e-3 exactly)')
+    group.add_argument('--lr-base-scale', type=str, default='', choices=('', 'linear', 'sqrt'),
+                       help='how --lr-base scales with the batch ("": sqrt for optimizers whose name contains ada or '
+                            'lamb, linear otherwise, as in timm; default: "")')
+    group.add_argument('--grad-accum-steps', type=int, default=1, metavar='N',
+                       help='accumulate the gradients of N micro-batches of --batch-size per optimizer update (each '
+                            'loss divided by N); the update count and the schedule count updates; HTM pairs form '
+                            'within each micro-batch')
+    group.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR', help='LR the warmup starts from')
+    group.add_argument('--min-lr', type=float, default=1e-5, metavar='LR', help='lowest LR of the schedule')
+    group.add_argument('--epochs', type=int, default=20, metavar='N', help='epochs to train')
+    group.add_argument('--start-epoch', default=None, type=int, metavar='N',
+                       help='first epoch (default: 0, or the one after the resumed checkpoint\'s)')
+    group.add_argument('--decay-epochs', type=float, default=90, metavar='N', help='step schedule: epochs per decay')
+    group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES',
+                       help='multistep schedule: the decay epochs')
+    group.add_argument('--decay-rate', '--dr', type=float, default=0.1, metavar='RATE', help='LR factor per decay')
+    group.add_argument('--warmup-epochs', type=int, default=3, metavar='N', help='linear warmup epochs')
+    group.add_argument('--cooldown-epochs', type=int, default=0, metavar='N',
+                       help='epochs at --min-lr after the schedule')
 
     group = parser.add_argument_group('Augmentation and regularisation')
     group.add_argument('--no-aug', action=NegativeFlagAction, default=False,
                        help='no training augmentation (--aug: augment)')
     group.add_argument('--scale', type=float, nargs=2, default=[0.85, 1.0], metavar='PCT', help='random resized crop scale')
-    group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.], metavar='RATIO')
+    group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.], metavar='RATIO',
+                       help='random resized crop aspect ratio range')
     group.add_argument('--hflip', type=float, default=0.0, help='horizontal flip probability (digits: none)')
-    group.add_argument('--vflip', type=float, default=0.0)
-    group.add_argument('--color-jitter', type=float, default=0.0, metavar='PCT')
+    group.add_argument('--vflip', type=float, default=0.0, help='vertical flip probability')
+    group.add_argument('--color-jitter', type=float, default=0.0, metavar='PCT', help='colour jitter factor')
     group.add_argument('--aa', type=str, default=None, metavar='NAME', help='auto augment, e.g. rand-m9-mstd0.5-inc1')
     group.add_argument('--reprob', type=float, default=0.0, metavar='PCT', help='random erasing probability')
-    group.add_argument('--remode', type=str, default='pixel')
-    group.add_argument('--recount', type=int, default=1)
+    group.add_argument('--remode', type=str, default='pixel', help='random erasing mode')
+    group.add_argument('--recount', type=int, default=1, help='random erasing count')
     group.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (0 = off)')
     group.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (0 = off)')
-    group.add_argument('--cutmix-minmax', type=float, nargs='+', default=None)
-    group.add_argument('--mixup-prob', type=float, default=1.0)
-    group.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    group.add_argument('--cutmix-minmax', type=float, nargs='+', default=None,
+                       help='cutmix box ratio range (default: from --cutmix alpha)')
+    group.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixup or cutmix per batch')
+    group.add_argument('--mixup-switch-prob', type=float, default=0.5, help='probability of cutmix when both are on')
     group.add_argument('--mixup-mode', type=str, default='batch', help='batch, pair or elem')
     group.add_argument('--mixup-off-epoch', default=0, type=int, metavar='N', help='turn mixup off from this epoch')
+    group.add_argument('--aug-repeats', type=float, default=0, metavar='N',
+                       help='repeated augmentation: each sample N times per epoch, each copy on another process '
+                            '(timm\'s RepeatAugSampler; torchrun only; 0: off)')
+    group.add_argument('--bce-loss', action=argparse.BooleanOptionalAction, default=False,
+                       help='binary cross-entropy (timm\'s BinaryCrossEntropy) on the soft targets (smoothed, Mixup- '
+                            'and HTM-mixed) instead of soft-target cross-entropy; the ScoreNet loss stays as it is')
+    group.add_argument('--bce-target-thresh', type=float, default=None, metavar='X',
+                       help='with --bce-loss: targets above X become 1, the others 0 (default: kept soft)')
+    group.add_argument('--bce-sum', action=argparse.BooleanOptionalAction, default=False,
+                       help='with --bce-loss: sum the loss over the classes, then average over the batch')
+    group.add_argument('--bce-pos-weight', type=float, default=None, metavar='X',
+                       help='with --bce-loss: weight of the positive term (default: 1)')
     group.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
-    group.add_argument('--train-interpolation', type=str, default='random')
+    group.add_argument('--train-interpolation', type=str, default='random', help='training resize interpolation')
     group.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout before the classifier')
     group.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='stochastic depth (model default)')
 
     group = parser.add_argument_group('Model EMA')
-    group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument('--model-ema-decay', type=float, default=0.9998)
-    group.add_argument('--model-ema-warmup', action=argparse.BooleanOptionalAction, default=False)
+    group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=False,
+                       help='keep an EMA of the weights')
+    group.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay per update')
+    group.add_argument('--model-ema-warmup', action=argparse.BooleanOptionalAction, default=False,
+                       help='EMA decay warmup')
 
     group = parser.add_argument_group('Misc')
-    group.add_argument('--seed', type=int, default=42, metavar='S')
+    group.add_argument('--seed', type=int, default=42, metavar='S', help='random seed')
     group.add_argument('--log-interval', type=int, default=10, metavar='N', help='steps between log lines')
     group.add_argument('--checkpoint-hist', type=int, default=2, metavar='N', help='numbered checkpoints to keep')
     group.add_argument('-j', '--workers', type=int, default=0, metavar='N', help='data loading processes per process')
     group.add_argument('--amp', action=argparse.BooleanOptionalAction, default=False,
                        help='mixed precision (autocast; far slower than float32 on the CPU)')
-    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
+    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'), help='autocast dtype')
     group.add_argument('--device', default=None, type=str, help='cuda, cpu, ... (default: cuda if available)')
     group.add_argument('--dist-backend', default=None, type=str, help='nccl on CUDA, gloo otherwise')
-    group.add_argument('--dist-url', default='env://', type=str)
-    group.add_argument('--pin-mem', action=argparse.BooleanOptionalAction, default=False)
+    group.add_argument('--dist-url', default='env://', type=str, help='process group init URL')
+    group.add_argument('--pin-mem', action=argparse.BooleanOptionalAction, default=False,
+                       help='pinned host memory for the loaders')
+    group.add_argument('--no-prefetcher', action=NegativeFlagAction, default=False,
+                       help='do not use timm\'s prefetcher (--prefetcher: use it). The prefetcher copies the batches '
+                            'to the GPU on a side stream and normalises, random-erases and (Mixup/CutMix in the '
+                            'collate function) mixes them there; it is used on CUDA only: on the CPU the loader '
+                            'prepares every batch (default: False, i.e. on for CUDA)')
+    group.add_argument('--sync-bn', action=argparse.BooleanOptionalAction, default=False,
+                       help='BatchNorm -> SyncBatchNorm under torchrun (timm.layers.convert_sync_batchnorm); the '
+                            'zoo\'s models have LayerNorm only, so for them it changes nothing')
+    group.add_argument('--log-wandb', action=argparse.BooleanOptionalAction, default=False,
+                       help='log each epoch\'s summary row to Weights & Biases from rank 0 (needs pip install wandb)')
+    group.add_argument('--wandb-project', default=None, type=str, metavar='NAME',
+                       help='with --log-wandb: the project (default: wandb\'s)')
+    group.add_argument('--wandb-tags', default=[], type=str, nargs='+', metavar='TAG', help='with --log-wandb: tags')
+    group.add_argument('--wandb-resume-id', default='', type=str, metavar='ID',
+                       help='with --log-wandb and --resume: the wandb run id to continue (default: a new wandb run)')
     group.add_argument('--output', default='./output', type=str, metavar='PATH', help='runs go under PATH/train/')
     group.add_argument('--experiment', default='', type=str, metavar='NAME', help='run folder name')
     group.add_argument('--force', action=argparse.BooleanOptionalAction, default=False,
                        help='start a new run in a non-empty run folder, replacing its run files')
-    group.add_argument('--eval-metric', default='top1', type=str, metavar='METRIC')
+    group.add_argument('--eval-metric', default='top1', type=str, metavar='METRIC',
+                       help='metric that ranks checkpoints (top1, top5, loss)')
     group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor', help='torch.compile backend')
     group.add_argument('--progress', default=None, action=argparse.BooleanOptionalAction,
                        help='progress bar (default: on an interactive terminal); plain log lines otherwise')
@@ -201,13 +286,17 @@ def _flag_options(setting: Setting) -> Dict[str, Any]:
 # is refused when it would make another run (the model, its TokenMixup settings, the data), may raise
 # --epochs, changes nothing that matters when it only says where and how the run executes, and is taken
 # with a warning otherwise (the run then no longer continues the saved one exactly).
-RESUME_FIXED = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'img_size', 'model_kwargs', 'drop',
-                'drop_path', 'tokenmixup_preset', *(setting.name for setting in SETTINGS), 'dataset', 'train_split',
-                'val_split')
+# The LR: the checkpoint records the resolved --lr, which a resumed run keeps unless --lr or an --lr-base* flag is
+# given again (then --lr is resolved anew from --lr-base for today's global batch).
+RESUME_FIXED = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'img_size', 'in_chans', 'input_size',
+                'model_kwargs', 'drop', 'drop_path', 'tokenmixup_preset', *(setting.name for setting in SETTINGS),
+                'dataset', 'train_split', 'val_split')
 RESUME_FREE = ('resume', 'no_resume_opt', 'config', 'force', 'workers', 'log_interval', 'progress', 'device',
                'dist_backend', 'dist_url', 'pin_mem', 'output', 'experiment', 'checkpoint_hist', 'torchcompile',
-               'data_dir', 'dataset_download', 'validation_batch_size')
+               'data_dir', 'dataset_download', 'validation_batch_size', 'grad_checkpointing', 'log_wandb',
+               'wandb_project', 'wandb_tags', 'wandb_resume_id')
 _NOT_RESUMED = ('resume', 'no_resume_opt', 'config', 'force', 'device', 'output', 'experiment')  # never from the record
+_LR_BASE = ('lr_base', 'lr_base_size', 'lr_base_scale')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -225,6 +314,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         recorded = _recorded_arguments(given['resume'], parser)
         if recorded is not None:
             _check_resume_changes(given['resume'], recorded, given)
+            if 'lr' not in given and any(name in given for name in _LR_BASE):
+                recorded.pop('lr', None)  # resolved again from the --lr-base* given
             parser.set_defaults(**recorded)
     parser.set_defaults(**config)
     args = parser.parse_args(remaining)
@@ -291,14 +382,17 @@ def _check_resume_changes(checkpoint_path: str, recorded: Dict[str, Any], given:
 class TokenMixupTask(ClassificationTask):
     """timm's classification task, trained through the TokenMixup protocol.
 
-    Calls `model(input, target)` and returns the soft-target cross-entropy of the logits against the
-    returned (possibly HTM-mixed) targets plus the returned `aux_loss`. Hard labels are one-hot encoded
-    here with `smoothing`; soft targets (from Mixup/CutMix) are passed on as they are.
+    Calls `model(input, target)` and returns `criterion` (default: soft-target cross-entropy; `--bce-loss`:
+    timm's BinaryCrossEntropy) of the logits against the returned (possibly HTM-mixed) soft targets plus the
+    returned `aux_loss`. Hard labels are one-hot encoded here with `smoothing`; soft targets (from Mixup/CutMix)
+    are passed on as they are.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, smoothing: float = 0.0,
-                 device: Optional[torch.device] = None, verbose: bool = True) -> None:
-        super().__init__(model, criterion=SoftTargetCrossEntropy(), device=device, verbose=verbose)
+                 device: Optional[torch.device] = None, verbose: bool = True,
+                 criterion: Optional[nn.Module] = None) -> None:
+        super().__init__(model, criterion=criterion if criterion is not None else SoftTargetCrossEntropy(),
+                         device=device, verbose=verbose)
         self.num_classes = num_classes
         self.smoothing = smoothing
 
@@ -421,12 +515,14 @@ def build_model(args: argparse.Namespace, num_classes: int) -> Tuple[nn.Module, 
         drop_rate=args.drop, drop_path_rate=args.drop_path, img_size=args.img_size,
         **_tokenmixup_kwargs(args), **args.model_kwargs)
     model_kwargs = {key: value for key, value in model_kwargs.items() if value is not None}
-    model = create_model_checked(args.model, pretrained=args.pretrained, num_classes=num_classes, **model_kwargs)
+    # a timm ViT outside the zoo given TokenMixup flags: built (and recorded) as models.ANY_VIT_ARCHITECTURE
+    model_name, model_kwargs = models.tokenmixup_model_args(args.model, model_kwargs)
+    model = create_model_checked(model_name, pretrained=args.pretrained, num_classes=num_classes, **model_kwargs)
     if args.initial_checkpoint:
         checkpoint = read_checkpoint_argument(args.initial_checkpoint, '--initial-checkpoint')
         state_dict = checkpoint.get('state_dict', checkpoint)
         model.load_state_dict(state_dict)
-    architecture, recorded_kwargs = resolve_model_source(args.model, model_kwargs)  # hf-hub:/local-dir: names
+    architecture, recorded_kwargs = resolve_model_source(model_name, model_kwargs)  # hf-hub:/local-dir: names
     return model, describe_model(model, architecture, recorded_kwargs)
 
 
@@ -452,6 +548,14 @@ def check_labels(target: torch.Tensor, num_classes: int) -> None:
                          f'(labels 0 to {num_classes - 1}): check --num-classes and the dataset')
 
 
+def _all_finite(finite: torch.Tensor) -> torch.Tensor:
+    """Whether the loss is finite on every process (one small all-reduce): a backward that some processes skip
+    and others run would leave DDP's gradient reduction waiting."""
+    flag = finite.to(torch.int32)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return flag.bool()
+
+
 def train_one_epoch(
         epoch: int,
         task: TokenMixupTask,
@@ -465,43 +569,87 @@ def train_one_epoch(
         mixup_fn: Optional[Mixup] = None,
         num_updates: int = 0,
 ) -> Tuple[Dict[str, float], int]:
-    """One pass over the training set; returns the epoch's metrics and the update count."""
+    """One pass over the training set; returns the epoch's metrics and the update count.
+
+    With `--grad-accum-steps N` each optimizer update accumulates the gradients of N micro-batches (the loader's
+    batches), each loss divided by N (the epoch's last update takes the micro-batches that are left and divides by
+    their count, as timm does); under DDP the inner micro-batches run in `no_sync()`. HTM sees one micro-batch at a
+    time: it scores, pairs and mixes within it, and its statistics are recorded per micro-batch. When any
+    micro-batch of an update has a non-finite loss the whole update is skipped, counted once, and none of its
+    micro-batches enter the epoch's loss or statistics.
+    """
     task.train()
     stats_meter = HTMStatisticsMeter()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    num_samples = torch.zeros((), device=device, dtype=torch.float64)  # of the steps with a finite loss
+    num_samples = torch.zeros((), device=device, dtype=torch.float64)  # of the updates with a finite loss
     skipped = torch.zeros((), device=device, dtype=torch.float64)
     interactive = args.progress if args.progress is not None else sys.stdout.isatty()
-    progress = Progress(args.rank == 0, interactive, args.log_interval, len(loader), epoch)
+    num_steps = len(loader)
+    progress = Progress(args.rank == 0, interactive, args.log_interval, num_steps, epoch)
+    accum_steps = max(1, getattr(args, 'grad_accum_steps', 1))
+    last_window_start = num_steps - num_steps % accum_steps  # the last, shorter window (when there is one)
+    channels_last = getattr(args, 'channels_last', False)
+
+    window_finite = torch.ones((), device=device, dtype=torch.bool)  # every loss of this update is finite
+    window_ok = True  # the same, known on the host (no loss scaler: one sync per step, as a loss scaler makes)
+    window_loss = torch.zeros((), device=device, dtype=torch.float64)
+    window_samples = 0
+    window_stats = []
     for step, (input, target) in enumerate(loader):
+        window_size = accum_steps if step < last_window_start else num_steps - last_window_start
+        need_update = (step + 1) % accum_steps == 0 or step + 1 == num_steps
         check_labels(target, task.num_classes)  # on the host, before the labels reach the device
         input, target = input.to(device), target.to(device)
+        if channels_last:
+            input = input.contiguous(memory_format=torch.channels_last)
         if mixup_fn is not None:
             input, target = mixup_fn(input, target)
-        with amp_autocast():
-            result = task(input, target)
-        loss = result['loss']
-        finite = torch.isfinite(loss.detach())
-        parameters = task.get_clip_parameters()
-        if loss_scaler is not None:  # float16: the scaler skips the update when the gradients overflow
-            loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode, parameters=parameters)
-        elif finite:  # one host sync per step, as a loss scaler makes: a non-finite loss never reaches the weights
-            loss.backward()
-            if args.clip_grad is not None:
-                dispatch_clip_grad(parameters, args.clip_grad, mode=args.clip_mode)
-            optimizer.step()
-        else:
-            _logger.warning(f'epoch {epoch} step {step}: the loss is not finite ({loss.item()}); update skipped')
-        optimizer.zero_grad(set_to_none=True)
-        num_updates += 1
-        task.update_ema(step=num_updates)
-        if lr_scheduler is not None:
-            lr_scheduler.step_update(num_updates=num_updates)
+        with task.no_sync() if not need_update else nullcontext():  # DDP: reduce the gradients once per update
+            with amp_autocast():
+                result = task(input, target)
+            loss = result['loss']
+            finite = torch.isfinite(loss.detach())
+            if args.distributed and loss_scaler is None:  # every process skips together, or DDP waits forever
+                finite = _all_finite(finite)
+            scaled_loss = loss / window_size if window_size > 1 else loss
+            if loss_scaler is not None:  # float16: the scaler skips the update when the gradients overflow
+                loss_scaler(scaled_loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                            parameters=task.get_clip_parameters(), need_update=need_update)
+            elif finite:  # a non-finite loss never reaches the weights
+                if window_ok:
+                    scaled_loss.backward()
+            else:
+                window_ok = False
+                window = f' (the whole update of {window_size} micro-batches)' if window_size > 1 else ''
+                _logger.warning(f'epoch {epoch} step {step}: the loss is not finite ({loss.item()}); update '
+                                f'skipped{window}')
+        window_finite &= finite
+        window_loss += torch.where(finite, loss.detach().double() * input.shape[0], 0.0)
+        window_samples += input.shape[0]
+        window_stats.append(result['stats'])
 
-        loss_sum += torch.where(finite, loss.detach().double() * input.shape[0], 0.0)
-        num_samples += finite * input.shape[0]
-        skipped += ~finite
-        stats_meter.update(result['stats'], include=finite)
+        if need_update:
+            if loss_scaler is None and window_ok:
+                if args.clip_grad is not None:
+                    dispatch_clip_grad(task.get_clip_parameters(), args.clip_grad, mode=args.clip_mode)
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            num_updates += 1
+            task.update_ema(step=num_updates)
+            if lr_scheduler is not None:
+                lr_scheduler.step_update(num_updates=num_updates)
+
+            loss_sum += torch.where(window_finite, window_loss, 0.0)
+            num_samples += window_finite * window_samples
+            skipped += ~window_finite
+            for stats in window_stats:
+                stats_meter.update(stats, include=window_finite)
+            window_finite = torch.ones((), device=device, dtype=torch.bool)
+            window_ok = True
+            window_loss = torch.zeros((), device=device, dtype=torch.float64)
+            window_samples = 0
+            window_stats = []
+
         values = None
         if progress.wants_values(step):
             shown = flat_statistics(result['stats'], ('mixed_samples',))
@@ -536,13 +684,189 @@ def prepare_run_folder(folder: str, force: bool) -> None:
     _logger.warning(f'--force: replaced the run files in {folder}')
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """The checks of the timm flags that need no model or data (run on every process, before any work)."""
+    if args.grad_accum_steps < 1:
+        raise UsageError(f'--grad-accum-steps {args.grad_accum_steps}: must be 1 or more')
+    if args.lr_base_size < 1:
+        raise UsageError(f'--lr-base-size {args.lr_base_size}: must be 1 or more')
+    if args.aug_repeats and args.aug_repeats < 1:
+        raise UsageError(f'--aug-repeats {args.aug_repeats}: 0 (off) or 1 or more')
+    model_input(args)  # --in-chans, --input-size and --img-size agree
+    if args.log_wandb:
+        import_wandb()
+
+
+def import_wandb():
+    """The wandb module, for --log-wandb (an optional dependency, imported only when asked for)."""
+    try:
+        import wandb
+    except ImportError as e:
+        raise UsageError('--log-wandb needs the wandb package, which is not installed: pip install wandb '
+                         '(or leave --log-wandb off)') from e
+    return wandb
+
+
+def resolve_lr(args: argparse.Namespace, world_size: int = 1) -> Tuple[float, Optional[str]]:
+    """timm's LR rule: --lr when given, else --lr-base x ratio with ratio = global batch / --lr-base-size (global
+    batch: --batch-size x processes x --grad-accum-steps), or its square root. Returns the LR and the scaling used
+    (None when --lr was given). The default scaling is sqrt for optimizers whose name contains 'ada' or 'lamb'
+    (adam, adamw, lamb, ...), linear otherwise."""
+    if args.lr is not None:
+        return args.lr, None
+    global_batch = args.batch_size * world_size * args.grad_accum_steps
+    ratio = global_batch / args.lr_base_size
+    scale = args.lr_base_scale or ('sqrt' if any(name in args.opt.lower() for name in ('ada', 'lamb')) else 'linear')
+    if scale == 'sqrt':
+        ratio = ratio ** 0.5
+    return args.lr_base * ratio, scale
+
+
+def model_input(args: argparse.Namespace) -> Tuple[Optional[int], Optional[Any]]:
+    """The channels and image size to build the model for, from --in-chans, --input-size and --img-size (None:
+    the model's own). --input-size C H W gives both; it must agree with --in-chans and --img-size when they are
+    given too."""
+    in_chans, img_size = args.in_chans, args.img_size
+    if args.input_size is not None:
+        channels, height, width = args.input_size
+        if in_chans is not None and in_chans != channels:
+            raise UsageError(f'--in-chans {in_chans} and --input-size {channels} {height} {width} disagree: give one')
+        if img_size is not None and (img_size, img_size) != (height, width):
+            raise UsageError(f'--img-size {img_size} and --input-size {channels} {height} {width} disagree: give one')
+        in_chans, img_size = channels, (height if height == width else (height, width))
+    return in_chans, img_size
+
+
+def model_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` as `build_model` reads them: --input-size and --in-chans folded into img_size and model_kwargs
+    (which the model record then holds); `args` itself, what the run records, is left as given."""
+    in_chans, img_size = model_input(args)
+    model_kwargs = dict(args.model_kwargs)
+    if in_chans is not None:
+        given = model_kwargs.setdefault('in_chans', in_chans)
+        if given != in_chans:
+            raise UsageError(f'--model-kwargs in_chans={given} and --in-chans/--input-size {in_chans} disagree')
+    if img_size is not None and 'img_size' in model_kwargs:
+        raise UsageError('--model-kwargs img_size=... and --img-size/--input-size: give one')
+    return argparse.Namespace(**{**vars(args), 'img_size': img_size, 'model_kwargs': model_kwargs})
+
+
+def resolve_data_settings(args: argparse.Namespace, model: nn.Module, verbose: bool = False) -> Dict[str, Any]:
+    """timm's data config for the model, with the channels of --in-chans / --input-size (`with_channels`)."""
+    data_config = resolve_data_config(vars(args), model=model, verbose=verbose)
+    in_chans, _ = model_input(args)
+    return with_channels(data_config, in_chans) if in_chans is not None else data_config
+
+
+def configure_model(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """--grad-checkpointing, --channels-last and (under torchrun) --sync-bn, applied to the model on its device;
+    returns the model (convert_sync_batchnorm may replace the root module)."""
+    if args.grad_checkpointing:
+        if not hasattr(model, 'set_grad_checkpointing'):
+            raise UsageError(f'--grad-checkpointing: {type(model).__name__} has no set_grad_checkpointing()')
+        model.set_grad_checkpointing(enable=True)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.sync_bn and getattr(args, 'distributed', False):
+        model = convert_sync_batchnorm(model)
+        if args.rank == 0:
+            _logger.info('--sync-bn: BatchNorm layers converted to SyncBatchNorm (the zoo\'s models have none)')
+    return model
+
+
+def create_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """timm's optimizer from the flags: --opt, --lr (resolved), --weight-decay, --momentum, --opt-eps, --opt-betas,
+    --layer-decay and --opt-kwargs."""
+    kwargs: Dict[str, Any] = dict(opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
+    if args.opt_eps is not None:
+        kwargs['eps'] = args.opt_eps
+    if args.opt_betas is not None:
+        kwargs['betas'] = tuple(args.opt_betas)
+    if args.layer_decay is not None:
+        kwargs['layer_decay'] = args.layer_decay
+    kwargs.update(args.opt_kwargs)
+    try:
+        return create_optimizer_v2(model, **kwargs)
+    except (TypeError, ValueError) as e:
+        if not args.opt_kwargs:
+            raise
+        raise UsageError(f'--opt {args.opt} --opt-kwargs {args.opt_kwargs}: {e}') from e
+
+
+def create_criterion(args: argparse.Namespace) -> nn.Module:
+    """The loss on the (soft) targets: soft-target cross-entropy, or with --bce-loss timm's BinaryCrossEntropy.
+    The targets come smoothed (--smoothing) and mixed already, so BCE adds no smoothing of its own."""
+    if not args.bce_loss:
+        return SoftTargetCrossEntropy()
+    return BinaryCrossEntropy(smoothing=0.0, target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum,
+                              pos_weight=args.bce_pos_weight)
+
+
+def prefetcher_enabled(args: argparse.Namespace, device: torch.device) -> bool:
+    """timm's prefetcher is used on CUDA unless --no-prefetcher; never on the CPU (nothing to overlap there)."""
+    return device.type == 'cuda' and not args.no_prefetcher
+
+
+def summary_row(epoch: int, train_metrics: Dict[str, float], eval_metrics: Dict[str, float],
+                lr: float) -> Dict[str, float]:
+    """An epoch's summary.csv row as a dict (update_summary's columns), e.g. for wandb.log."""
+    row: Dict[str, float] = OrderedDict(epoch=epoch)
+    row.update((f'train_{key}', value) for key, value in train_metrics.items())
+    row.update((f'eval_{key}', value) for key, value in eval_metrics.items())
+    row['lr'] = lr
+    return row
+
+
+def create_loaders(args: argparse.Namespace, dataset_train, dataset_eval, data_config: Dict[str, Any],
+                   device: torch.device, num_classes: int, prefetcher: bool):
+    """timm's training and validation loaders and the Mixup/CutMix function (None when off, or when the
+    prefetcher's collate function mixes)."""
+    collate_fn = None
+    mixup_fn = None
+    mixup_active = args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None
+    if mixup_active:
+        mixup_args = dict(
+            mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+            prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+            label_smoothing=args.smoothing, num_classes=num_classes)
+        if prefetcher:  # as in timm: mixed in the collate function, on the uint8 batch
+            collate_fn = FastCollateMixup(**mixup_args)
+        else:
+            mixup_fn = Mixup(**mixup_args)
+
+    loader_common = dict(
+        mean=data_config['mean'], std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
+        pin_memory=args.pin_mem, device=device, use_prefetcher=prefetcher)
+    loader_train = create_loader(
+        dataset_train, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
+        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, scale=args.scale,
+        ratio=args.ratio, hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
+        auto_augment=args.aa, num_aug_repeats=args.aug_repeats, interpolation=args.train_interpolation,
+        collate_fn=collate_fn, **loader_common)
+    loader_eval = create_loader(
+        dataset_eval, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
+        is_training=False, interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'],
+        **loader_common)
+    for dataset in (dataset_train, dataset_eval):
+        set_image_mode(dataset, data_config['input_size'][0])
+    return loader_train, loader_eval, mixup_fn
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Train; returns the final epoch's eval metrics and where the run was written."""
     args = parse_args(argv)
+    check_flags(args)
     args.device = args.device or default_device()
     device = init_distributed_device(args)
     if args.distributed:
         _logger.info(f'process {args.rank} of {args.world_size} on {device}')
+    elif args.aug_repeats:
+        raise UsageError(f'--aug-repeats {args.aug_repeats:g}: repeated augmentation puts each copy of a sample on '
+                         'another process, so it needs distributed training (torchrun --nproc_per_node K ...)')
+    args.lr, lr_scale = resolve_lr(args, args.world_size)  # the resolved LR is what the run records
+    if lr_scale is not None and args.rank == 0:
+        _logger.info(f'learning rate {args.lr:.6g}: --lr-base {args.lr_base:g} scaled ({lr_scale}) to the global '
+                     f'batch {args.batch_size * args.world_size * args.grad_accum_steps} from {args.lr_base_size}')
     random_seed(args.seed, args.rank)
     run_args = plain_run_arguments(args)  # what checkpoints store: fails here, not at the first save
     if args.rank == 0 and args.experiment and not args.resume:
@@ -555,19 +879,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     num_classes = args.num_classes or dataset_num_classes(dataset_train)
     if not num_classes:
         raise UsageError('cannot tell the number of classes of this dataset: pass --num-classes')
-    model, model_config = build_model(args, num_classes)
+    model, model_config = build_model(model_arguments(args), num_classes)
     if args.rank == 0:
         num_params = sum(p.numel() for p in model.parameters())
         _logger.info(f'model {args.model}: {num_params:,} parameters, TokenMixup '
                      f'{getattr(model, "tokenmixup_cfg", None)}')
     model.to(device)
+    model = configure_model(model, args)
 
-    data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
-    task = TokenMixupTask(model, num_classes, smoothing=args.smoothing, device=device, verbose=args.rank == 0)
-    optimizer = create_optimizer_v2(
-        model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
-        **({'eps': args.opt_eps} if args.opt_eps is not None else {}),
-        **({'betas': tuple(args.opt_betas)} if args.opt_betas is not None else {}))
+    data_config = resolve_data_settings(args, model, verbose=args.rank == 0)
+    task = TokenMixupTask(model, num_classes, smoothing=args.smoothing, device=device, verbose=args.rank == 0,
+                          criterion=create_criterion(args))
+    optimizer = create_optimizer(model, args)
     if args.model_ema:
         task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
 
@@ -586,29 +909,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.distributed:
         task.prepare_distributed(device_ids=[device.index] if device.type == 'cuda' else None)
 
-    collate_fn = None
-    mixup_fn = None
-    mixup_active = args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None
-    if mixup_active:
-        mixup_fn = Mixup(
-            mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
-            prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-            label_smoothing=args.smoothing, num_classes=num_classes)
+    prefetcher = prefetcher_enabled(args, device)
+    loader_train, loader_eval, mixup_fn = create_loaders(
+        args, dataset_train, dataset_eval, data_config, device, num_classes, prefetcher)
 
-    loader_common = dict(
-        mean=data_config['mean'], std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
-        pin_memory=args.pin_mem, device=device, use_prefetcher=False)
-    loader_train = create_loader(
-        dataset_train, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
-        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, scale=args.scale,
-        ratio=args.ratio, hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
-        auto_augment=args.aa, interpolation=args.train_interpolation, collate_fn=collate_fn, **loader_common)
-    loader_eval = create_loader(
-        dataset_eval, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
-        is_training=False, interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'],
-        **loader_common)
-
-    updates_per_epoch = len(loader_train)
+    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
     lr_scheduler, num_epochs = create_scheduler_v2(
         optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
         decay_milestones=args.decay_milestones, cooldown_epochs=args.cooldown_epochs, decay_rate=args.decay_rate,
@@ -622,8 +927,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     elif resume_epoch is not None:
         start_epoch = resume_epoch
     saved_epochs = (resume_state.get('args') or {}).get('epochs') if resume_state is not None else None
-    if resume_state is not None and 'lr_scheduler' in resume_state and saved_epochs in (None, args.epochs):
-        lr_scheduler.load_state_dict(resume_state['lr_scheduler'])  # (an extended run keeps the rebuilt one)
+    if resume_state is not None and 'lr_scheduler' in resume_state and saved_epochs in (None, args.epochs) and \
+            resume_state['lr_scheduler'].get('t_initial') == getattr(lr_scheduler, 't_initial', None):
+        lr_scheduler.load_state_dict(resume_state['lr_scheduler'])  # (an extended or re-batched run keeps the new one)
     if start_epoch >= num_epochs:
         finished = f'nothing to do: the run finished at epoch {start_epoch - 1} (of {num_epochs})'
         if args.rank == 0:
@@ -637,6 +943,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     output_dir = None
     saver = None
+    wandb = None
     if args.rank == 0:
         if args.resume and not args.experiment:
             output_dir = os.path.dirname(os.path.abspath(args.resume))
@@ -655,6 +962,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             with atomic_open(os.path.join(output_dir, 'args.yaml')) as f:
                 f.write(yaml.safe_dump(run_args, default_flow_style=False))
         _logger.info(f'writing to {output_dir}; training epochs {start_epoch}..{num_epochs - 1}')
+        if args.log_wandb:
+            wandb = import_wandb()
+            wandb.init(project=args.wandb_project, name=os.path.basename(output_dir), config=run_args,
+                       tags=args.wandb_tags or None, resume='must' if args.wandb_resume_id else None,
+                       id=args.wandb_resume_id or None)
     if resume_state is not None and 'rng_state' in resume_state:
         restore_rng_state(resume_state['rng_state'])  # where the saved run's next epoch started from
 
@@ -663,21 +975,26 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for epoch in range(start_epoch, num_epochs):
         if args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
             loader_train.sampler.set_epoch(epoch)
-        if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
-            mixup_fn.mixup_enabled = False
+        if args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+            if mixup_fn is not None:
+                mixup_fn.mixup_enabled = False
+            elif prefetcher and getattr(loader_train, 'mixup_enabled', False):
+                loader_train.mixup_enabled = False
         train_metrics, num_updates = train_one_epoch(
             epoch, task, loader_train, optimizer, args, device, lr_scheduler=lr_scheduler,
             amp_autocast=amp_autocast, loss_scaler=loss_scaler, mixup_fn=mixup_fn, num_updates=num_updates)
         eval_metrics = evaluate(task.get_eval_model(), loader_eval, device, amp_autocast, args.distributed)
         if task.has_ema():  # as in timm, the EMA weights' metrics are the ones reported and ranked
             eval_metrics = evaluate(task.get_eval_model(ema=True), loader_eval, device, amp_autocast, args.distributed)
-        lr = optimizer.param_groups[0]['lr']
+        lr = max(group['lr'] for group in optimizer.param_groups)  # the schedule's (--layer-decay: the top layer's)
         if args.rank == 0:
             _logger.info(
                 f'epoch {epoch}: train loss {train_metrics["loss"]:.4f}, eval loss {eval_metrics["loss"]:.4f}, '
                 f'top-1 {eval_metrics["top1"]:.2f}%, top-5 {eval_metrics["top5"]:.2f}%' + ''.join(
                     f', {key} {value:.3g}' for key, value in train_metrics.items() if key.endswith('mixed_samples')))
             append_summary_row(epoch, train_metrics, eval_metrics, os.path.join(output_dir, 'summary.csv'), lr)
+            if wandb is not None:
+                wandb.log(summary_row(epoch, train_metrics, eval_metrics, lr))
             saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric])
         lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
 
@@ -688,6 +1005,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         best = f' (best {saver.best_metric:.2f} at epoch {saver.best_epoch})' if saver.best_metric is not None else ''
         print(f'Done: validation top-1 {eval_metrics["top1"]:.2f}%{best}. '
               f'Checkpoint: {os.path.join(output_dir, "last.pth.tar")}', flush=True)
+    if wandb is not None and hasattr(wandb, 'finish'):
+        wandb.finish()
     if args.distributed:
         torch.distributed.destroy_process_group()
     return result

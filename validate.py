@@ -45,7 +45,8 @@ from tokenmixup_tools.checkpoints import (
     RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, load_weights, model_config_from_checkpoint)
 from tokenmixup_tools.cli import (
     UsageError, check_model_name, create_model_checked, one_line, read_checkpoint_argument, run_tool, setup_logging)
-from tokenmixup_tools.datasets import DEFAULT_DATASET, create_dataset_split, dataset_num_classes
+from tokenmixup_tools.datasets import (
+    DEFAULT_DATASET, create_dataset_split, dataset_num_classes, model_in_chans, set_image_mode, with_channels)
 from tokenmixup_tools.evaluation import evaluate
 from tokenmixup_tools.files import atomic_open
 from tokenmixup_tools.runtime import create_autocast, default_device
@@ -268,6 +269,9 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     img_size = args.img_size or args.model_kwargs.get('img_size') or _recorded_img_size(checkpoint)
     data_args = dict(vars(args), img_size=img_size)  # the size the model was built for
     data_config = resolve_data_config(data_args, model=model, verbose=True)
+    in_chans = model_in_chans(model)
+    if in_chans is not None and in_chans != data_config['input_size'][0]:  # e.g. trained with --in-chans 1
+        data_config = with_channels(data_config, in_chans)
     model.to(device)
     if args.torchcompile:
         model = torch.compile(model, backend=args.torchcompile)
@@ -276,6 +280,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'], mean=data_config['mean'],
         std=data_config['std'], num_workers=args.workers, distributed=False, pin_memory=args.pin_mem,
         device=device, use_prefetcher=False)
+    set_image_mode(dataset, data_config['input_size'][0])  # after create_loader, which sets the transform
 
     metrics = evaluate(model, loader, device, amp_autocast, log_interval=args.log_freq)
     top1, top5 = metrics['top1'], metrics['top5']

@@ -10,7 +10,7 @@ Any other name goes to timm's `create_dataset` (an ImageFolder under a data fold
 """
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import numpy as np
 import timm.data
@@ -21,7 +21,8 @@ from .cli import UsageError
 
 __all__ = [
     'DEFAULT_DATASET', 'EMBEDDED_DATASETS', 'EmbeddedDigits', 'is_embedded_dataset', 'create_embedded_dataset',
-    'needs_data_dir', 'create_dataset_split', 'dataset_num_classes',
+    'needs_data_dir', 'create_dataset_split', 'dataset_num_classes', 'ImageMode', 'set_image_mode', 'with_channels',
+    'model_in_chans',
 ]
 
 DEFAULT_DATASET = 'embedded/digits'
@@ -161,3 +162,52 @@ def dataset_num_classes(dataset: torch.utils.data.Dataset) -> Optional[int]:
         return int(dataset.num_classes)
     classes = getattr(dataset, 'classes', None) or getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
     return len(classes) if classes else None
+
+
+# ---------------------------------------------------------------------------------------------
+# images of another channel count (train.py --in-chans, and validate.py for such a model)
+
+class ImageMode:
+    """A transform that first converts each PIL image to `mode` (timm's input_img_mode: 'L' for 1 channel)."""
+
+    MODES = {1: 'L', 4: 'RGBA'}
+
+    def __init__(self, mode: str, transform: Optional[Any]) -> None:
+        self.mode = mode
+        self.transform = transform
+
+    def __call__(self, image):
+        if hasattr(image, 'convert') and image.mode != self.mode:
+            image = image.convert(self.mode)
+        return self.transform(image) if self.transform is not None else image
+
+
+def set_image_mode(dataset, in_chans: int) -> None:
+    """Make `dataset` (its transform set by create_loader) give `in_chans`-channel images: 1 -> L, 4 -> RGBA (the
+    datasets give RGB images; any other count is left to the dataset)."""
+    mode = ImageMode.MODES.get(in_chans)
+    if mode is not None and hasattr(dataset, 'transform') and not isinstance(dataset.transform, ImageMode):
+        dataset.transform = ImageMode(mode, dataset.transform)
+
+
+def with_channels(data_config: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
+    """A copy of timm's data config for `in_chans`-channel input: its input size says so, and a mean or std of
+    another length (a pretrained config's 3 values for a 1-channel model) becomes its average."""
+    data_config = dict(data_config, input_size=(in_chans, *data_config['input_size'][1:]))
+    for key in ('mean', 'std'):
+        value = tuple(data_config[key])
+        if len(value) != in_chans:
+            data_config[key] = (sum(value) / len(value),) * in_chans
+    return data_config
+
+
+def model_in_chans(model: Any) -> Optional[int]:
+    """The input channels of a timm model, read from the layer its pretrained cfg names `first_conv`."""
+    first_conv = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv')
+    if not first_conv:
+        return None
+    try:
+        layer = model.get_submodule(first_conv)
+    except AttributeError:
+        return None
+    return getattr(layer, 'in_channels', None)
