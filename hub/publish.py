@@ -18,7 +18,9 @@ folder written holds:
 - `config.json`: timm's layout (`architecture`, `num_classes`, `num_features`, `label_names` where
   known, `model_args`, `pretrained_cfg` with the tag and the eval preprocessing of the run), with
   `model_args` written here explicitly: every TokenMixup setting and every other reconstruction argument,
-  whatever the installed timm records by itself;
+  whatever the installed timm records by itself. TokenMixup in a timm ViT outside the zoo
+  (`models.create_tokenmixup_vit`) is written as architecture `tokenmixup_vit` with `base_model`, the
+  timm name, in `model_args` (docs/design.md §5.2), which `local-dir:` and `hf-hub:` rebuild;
 - `README.md`: the model card (`hub/card.py`).
 
 Before the folder goes anywhere it is loaded back through `timm.create_model('local-dir:...')` and must
@@ -54,7 +56,7 @@ from timm.data import resolve_data_config
 from timm.models import filter_pretrained_cfg, get_pretrained_cfg, split_model_name_tag
 from timm.utils import ParseKwargs
 
-import models  # noqa: F401  (registers the zoo with timm)
+import models  # registers the zoo with timm; tokenmixup_model_args
 from tokenmixup.settings import SETTING_NAMES
 from tokenmixup_tools.checkpoints import (
     RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, describe_model, is_plain_state_dict, load_weights,
@@ -231,6 +233,7 @@ def resolve_model_config(
     if num_classes is None:
         num_classes = _classes_in_weights(architecture, state_dict)
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    architecture, kwargs = models.tokenmixup_model_args(architecture, kwargs)  # a timm ViT with TokenMixup settings
     return {'architecture': architecture, 'num_classes': num_classes, 'model_kwargs': kwargs}
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence,
 
 import torch
 import torch.nn as nn
+from timm.layers import Attention
 from timm.models import checkpoint, checkpoint_seq
 
 from tokenmixup import (
@@ -81,11 +82,27 @@ def tokenmixup_attention_map(attn: nn.Module, norm: nn.Module, x: torch.Tensor, 
 
 
 def check_attention_supported(blocks: Sequence[nn.Module]) -> None:
-    """TokenMixup re-runs a block's attention from its weights: only plain timm `Attention` is supported."""
+    """Every block must follow the block protocol (module docstring) around a plain timm `Attention`.
+
+    TokenMixup re-runs a block's attention sub-layer from its weights (`tokenmixup_attention`), so the
+    block class decides how that sub-layer is wired: a block that lacks `forward_with_memory` or
+    `attention_map` (timm's post-norm `ResPostBlock`, its parallel blocks, ...) is refused even when its
+    attention is a fused-qkv `Attention`. The attention must be exactly timm's `Attention` without a gate
+    (not `DiffAttention`, `AttentionRope`, ...). Raises ValueError naming the block and what it lacks.
+    """
     for index, block in enumerate(blocks):
+        missing = [name for name in ('forward_with_memory', 'attention_map')
+                   if not callable(getattr(block, name, None))]
+        if missing:
+            raise ValueError(
+                f'block {index} is a {type(block).__name__}, which lacks {" and ".join(missing)}: TokenMixup needs '
+                'blocks that implement its block protocol (docs/design.md §4), such as models.TokenMixupBlock '
+                "(timm's pre-norm Block)")
         attn = getattr(block, 'attn', None)
-        if attn is None or not isinstance(getattr(attn, 'qkv', None), nn.Linear) or getattr(attn, 'gate', None) is not None:
-            raise ValueError(f'block {index} has no plain fused-qkv attention, which TokenMixup needs')
+        if type(attn) is not Attention or getattr(attn, 'gate', None) is not None:
+            found = 'gated Attention' if type(attn) is Attention else type(attn).__name__
+            raise ValueError(f"block {index} has {found} attention: TokenMixup needs timm's fused-qkv Attention "
+                             '(timm.layers.Attention, no gate), whose weights it re-runs with a memory')
 
 
 class BlocksOutput(NamedTuple):

@@ -164,6 +164,12 @@ def test_presets_are_the_paper_recipes():
         'vit_imagenet_vtm': dict(vtm_layers=(3,), kappa=3, saliency='cls'),
         'vit_imagenet_htm_vtm': dict(htm_layers=(3,), vtm_layers=(4,), kappa=3, tau=1.0, rho=0.01,
                                      scorenet_pool='cls', saliency='cls'),
+        # the same recipes for ViTs without a CLS token (docs/design.md §5.2)
+        'vit_imagenet_htm_gap': dict(htm_layers=(3,), tau=1.0, rho=0.01, scorenet_lambda=1.0, scorenet_pool='avg',
+                                     scorenet_detach=True, saliency='mean'),
+        'vit_imagenet_vtm_gap': dict(vtm_layers=(3,), kappa=3, saliency='mean'),
+        'vit_imagenet_htm_vtm_gap': dict(htm_layers=(3,), vtm_layers=(4,), kappa=3, tau=1.0, rho=0.01,
+                                         scorenet_pool='avg', saliency='mean'),
     }
     assert set(expected) == set(PRESETS)
     for name, values in expected.items():

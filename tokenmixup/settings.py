@@ -348,6 +348,8 @@ _CCT_CIFAR10_HTM = dict(tau=1.0, rho=0.003)
 _VIT_IMAGENET_SALIENCY = dict(saliency='cls')
 _VIT_IMAGENET_HTM = dict(
     _VIT_IMAGENET_SALIENCY, tau=1.0, rho=0.01, scorenet_lambda=1.0, scorenet_pool='cls', scorenet_detach=True)
+_VIT_GAP_SALIENCY = dict(saliency='mean')
+_VIT_GAP = dict(_VIT_GAP_SALIENCY, scorenet_pool='avg')
 
 PRESETS: Dict[str, Preset] = {preset.name: preset for preset in (
     Preset('cct_cifar100_htm', 'CCT-7/3x1 on CIFAR-100 (paper Table 1): HTM in front of block 2',
@@ -368,6 +370,14 @@ PRESETS: Dict[str, Preset] = {preset.name: preset for preset in (
            dict(_VIT_IMAGENET_SALIENCY, vtm_layers=(3,))),
     Preset('vit_imagenet_htm_vtm', 'ViT-B/16 on ImageNet: HTM in front of block 3, VTM at block 4',
            dict(_VIT_IMAGENET_HTM, htm_layers=(3,), vtm_layers=(4,))),
+    # the ImageNet ViT recipes for ViTs without a CLS token (global-average-pooled, register tokens): the
+    # saliency is the mean over queries (Eq. 3) and the ScoreNet average-pools, as the model's own head does
+    Preset('vit_imagenet_htm_gap', 'vit_imagenet_htm for ViTs without a CLS token: mean saliency, average-pooled '
+           'ScoreNet', dict(_VIT_IMAGENET_HTM, **_VIT_GAP, htm_layers=(3,))),
+    Preset('vit_imagenet_vtm_gap', 'vit_imagenet_vtm for ViTs without a CLS token: mean saliency',
+           dict(_VIT_GAP_SALIENCY, vtm_layers=(3,))),
+    Preset('vit_imagenet_htm_vtm_gap', 'vit_imagenet_htm_vtm for ViTs without a CLS token: mean saliency, '
+           'average-pooled ScoreNet', dict(_VIT_IMAGENET_HTM, **_VIT_GAP, htm_layers=(3,), vtm_layers=(4,))),
 )}
 
 

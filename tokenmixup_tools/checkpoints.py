@@ -6,7 +6,8 @@ A checkpoint is timm's training checkpoint (`epoch`, `arch`, `state_dict`, `opti
 - `model_config`: the registered architecture, the number of classes and every model keyword
   argument, TokenMixup settings resolved to the values the model used, so the model can be rebuilt
   without the run's flags. A model created from a Hub or local folder (`hf-hub:ORG/NAME`,
-  `local-dir:DIR`) is recorded under its real architecture, with the folder's `model_args`.
+  `local-dir:DIR`) is recorded under its real architecture, with the folder's `model_args`; TokenMixup
+  in a timm ViT outside the zoo as 'tokenmixup_vit' with `base_model` (docs/design.md §5.2).
 - `args`: the run's arguments as plain data (a dict), so that `torch.load(path)` with its default
   `weights_only=True` reads the file. Checkpoints of earlier versions stored an `argparse.Namespace`;
   `load_training_checkpoint` reads both and returns the arguments as a dict either way.
@@ -24,7 +25,7 @@ from timm.models import clean_state_dict, load_model_config_from_hf
 # the one place it is imported, and tests/test_tools.py pins the behaviour relied on
 from timm.models._hub import load_model_config_from_path
 
-import models  # noqa: F401  (registers the zoo with timm, so recorded architectures resolve)
+import models  # registers the zoo with timm, so recorded architectures resolve; tokenmixup_model_args
 
 from .files import atomic_path
 
@@ -45,7 +46,9 @@ def describe_model(model: nn.Module, architecture: str, model_kwargs: Dict[str, 
 
     Returns a dict with 'architecture', 'num_classes' and 'model_kwargs'; the TokenMixup settings in
     `model_kwargs` are the model's resolved ones (every setting of `tokenmixup.SETTINGS`, lists for block
-    indices, so that the record is plain data), which replace the preset they may have come from.
+    indices, so that the record is plain data), which replace the preset they may have come from. A timm
+    ViT outside the zoo with TokenMixup is recorded as `models.ANY_VIT_ARCHITECTURE` ('tokenmixup_vit')
+    with `base_model` (the timm name) among its keyword arguments (`models.tokenmixup_model_args`).
     """
     kwargs = {key: value for key, value in model_kwargs.items() if value is not None}
     kwargs.pop('num_classes', None)
@@ -54,6 +57,7 @@ def describe_model(model: nn.Module, architecture: str, model_kwargs: Dict[str, 
         kwargs.pop('tokenmixup_preset', None)
         for key, value in asdict(settings).items():
             kwargs[key] = list(value) if isinstance(value, tuple) else value
+        architecture, kwargs = models.tokenmixup_model_args(architecture, kwargs)
     return {'architecture': architecture, 'num_classes': int(model.num_classes), 'model_kwargs': kwargs}
 
 
@@ -153,13 +157,17 @@ def model_config_from_checkpoint(checkpoint: Dict[str, Any]) -> Optional[Dict[st
 
 
 def create_model_from_config(config: Dict[str, Any], **overrides: Any) -> nn.Module:
-    """`timm.create_model` from a recorded configuration; `overrides` (those not None) win over the record."""
+    """`timm.create_model` from a recorded configuration; `overrides` (those not None) win over the record.
+
+    A timm ViT name outside the zoo with TokenMixup settings is built as `models.ANY_VIT_ARCHITECTURE`
+    (`models.tokenmixup_model_args`), as train.py records it."""
     missing = {'architecture', 'num_classes', 'model_kwargs'} - set(config)
     if missing:
         raise ValueError(f'model configuration lacks {sorted(missing)}: got keys {sorted(config)}')
     kwargs = dict(config['model_kwargs'], num_classes=config['num_classes'])
     architecture = overrides.pop('architecture', None) or config['architecture']
     kwargs.update({key: value for key, value in overrides.items() if value is not None})
+    architecture, kwargs = models.tokenmixup_model_args(architecture, kwargs)
     return timm.create_model(architecture, **kwargs)  # recorded block lists are lists, which the settings accept
 
 
