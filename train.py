@@ -517,7 +517,8 @@ def build_model(args: argparse.Namespace, num_classes: int) -> Tuple[nn.Module, 
     model_kwargs = {key: value for key, value in model_kwargs.items() if value is not None}
     # a timm ViT outside the zoo given TokenMixup flags: built (and recorded) as models.ANY_VIT_ARCHITECTURE
     model_name, model_kwargs = models.tokenmixup_model_args(args.model, model_kwargs)
-    model = create_model_checked(model_name, pretrained=args.pretrained, num_classes=num_classes, **model_kwargs)
+    model = create_model_checked(model_name, given=args.model, pretrained=args.pretrained, num_classes=num_classes,
+                                 **model_kwargs)
     if args.initial_checkpoint:
         checkpoint = read_checkpoint_argument(args.initial_checkpoint, '--initial-checkpoint')
         state_dict = checkpoint.get('state_dict', checkpoint)

@@ -86,6 +86,14 @@ class VisionTransformerTokenMixup(TokenMixupMixin, VisionTransformer):
             settings, tokenmixup_preset, embed_dim=self.embed_dim, num_classes=self.num_classes,
             num_tokens=self.patch_embed.num_patches + self.num_prefix_tokens, has_class_token=self.has_class_token)
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """timm's grouping, with each HTM module (its ScoreNet) in the group of the block it sits in front of."""
+        matcher = dict(super().group_matcher(coarse))
+        blocks = list(matcher['blocks']) if isinstance(matcher['blocks'], (list, tuple)) else [(matcher['blocks'], None)]
+        matcher['blocks'] = [blocks[0], (r'^htm\.(\d+)', None), *blocks[1:]]
+        return matcher
+
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the head (and every HTM ScoreNet's classifier) for `num_classes` classes."""
         super().reset_classifier(num_classes, global_pool)

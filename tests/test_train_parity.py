@@ -239,12 +239,7 @@ def test_an_lr_base_flag_on_resume_resolves_the_lr_again(accum_run):
 # ---------------------------------------------------------------------------------------------
 # the optimizer: layer-wise LR decay and --opt-kwargs
 
-@pytest.mark.parametrize('name', [
-    'cct_2_3x2_htm',
-    pytest.param('vit_tiny_patch16_224_htm', marks=pytest.mark.xfail(
-        strict=True, reason="timm's VisionTransformer.group_matcher() does not know htm.*: the ScoreNet lands in "
-                            "the head's group (to be fixed in models/vit_tokenmixup.py)")),
-])
+@pytest.mark.parametrize('name', ['cct_2_3x2_htm', 'vit_tiny_patch16_224_htm'])
 def test_layer_decay_puts_each_scorenet_in_its_blocks_group(name):
     kwargs = dict(img_size=32) if name.startswith('vit') else dict(img_size=16)
     model = timm.create_model(name, num_classes=10, **kwargs)

@@ -157,14 +157,15 @@ def _weights_file(name: str) -> str:
     return f'the pretrained weights file of {name}'
 
 
-def create_model_checked(name: str, flag: str = '--model', **kwargs: Any) -> nn.Module:
+def create_model_checked(name: str, flag: str = '--model', given: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """`timm.create_model(name, **kwargs)`, with the errors of a bad name, bad settings (the ValueError or
-    TypeError of the settings validator or the model) or unreadable pretrained weights as UsageError."""
+    TypeError of the settings validator or the model) or unreadable pretrained weights as UsageError; messages
+    name `given` (what the user wrote, when `name` was derived from it) or `name`."""
     check_model_name(name, flag)
     try:
         return timm.create_model(name, **kwargs)
     except (ValueError, TypeError) as e:
-        raise UsageError(f'cannot build {flag} {name}: {one_line(e)}') from e
+        raise UsageError(f'cannot build {flag} {given or name}: {one_line(e)}') from e
     except SafetensorError as e:
         raise UsageError(f'{flag} {name}: {_weights_file(name)} is not a readable safetensors file ({one_line(e)}); '
                          'export or download it again') from e
