@@ -327,7 +327,7 @@ def hub_config(model: nn.Module, architecture: str, model_args: Dict[str, Any], 
     """config.json in timm's layout (`timm.models.save_config_for_hf`), written explicitly."""
     source = {key: value for key, value in model.pretrained_cfg.items() if key != 'state_dict'}
     pretrained_cfg = filter_pretrained_cfg(source, remove_source=True, remove_null=True)
-    for key in ('architecture', 'label_offset', 'test_input_size', 'test_crop_pct', 'test_pool_size'):
+    for key in ('architecture', 'label_offset', 'test_input_size', 'test_crop_pct', 'test_pool_size', 'description'):
         pretrained_cfg.pop(key, None)
     if model.num_classes != source.get('num_classes'):
         pretrained_cfg.pop('label_names', None)

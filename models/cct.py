@@ -25,8 +25,8 @@ from timm.models._features import feature_take_indices
 
 from tokenmixup import TokenMixupOutput
 from .tokenmixup_layers import (
-    TokenMixupMixin, fill_scorenet_weights, preset_classifiers, tokenmixup_attention, tokenmixup_attention_map,
-    tokenmixup_init_signature)
+    TokenMixupMixin, base_weights_description, fill_scorenet_weights, preset_classifiers, tokenmixup_attention,
+    tokenmixup_attention_map, tokenmixup_init_signature)
 
 __all__ = ['CCT']
 
@@ -462,7 +462,9 @@ def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = No
             classifier = preset_classifiers('head', preset, depth)
             if tagged:
                 for tag, overrides in tagged.items():
-                    cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier))
+                    described = dict(description=base_weights_description(f'the official CCT release {base}.{tag}')) \
+                        if suffix else {}
+                    cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier, **described))
             else:
                 cfgs[name] = make_cfg(classifier=classifier)
             for tag, overrides in published.get(name, {}).items():

@@ -27,7 +27,7 @@ from tokenmixup.settings import settings_signature
 __all__ = [
     'TokenMixupMixin', 'BlocksOutput', 'tokenmixup_attention', 'tokenmixup_attention_map',
     'check_attention_supported', 'fill_scorenet_weights', 'scorenet_classifier', 'preset_classifiers',
-    'tokenmixup_init_signature',
+    'tokenmixup_init_signature', 'base_weights_description',
 ]
 
 
@@ -40,6 +40,11 @@ def preset_classifiers(head: str, preset: Optional[str], depth: int):
     """The pretrained cfg's `classifier` of a variant: its head plus the ScoreNet classifiers of its preset."""
     htm_blocks = PRESETS[preset].layers(depth).get('htm_layers', ()) if preset is not None else ()
     return (head,) + tuple(scorenet_classifier(block) for block in htm_blocks) if htm_blocks else head
+
+
+def base_weights_description(source: str) -> str:
+    """The pretrained cfg `description` of a variant's tag that loads its base's third-party weights."""
+    return f'{source} weights of the base model, not trained with TokenMixup; the ScoreNet starts fresh'
 
 
 def tokenmixup_init_signature(init: Callable, base: Optional[Callable] = None):

@@ -35,8 +35,8 @@ from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoin
 from tokenmixup import SETTINGS, TokenMixupOutput
 from tokenmixup.settings import SETTING_NAMES
 from .tokenmixup_layers import (
-    TokenMixupMixin, fill_scorenet_weights, preset_classifiers, tokenmixup_attention, tokenmixup_attention_map,
-    tokenmixup_init_signature)
+    TokenMixupMixin, base_weights_description, fill_scorenet_weights, preset_classifiers, tokenmixup_attention,
+    tokenmixup_attention_map, tokenmixup_init_signature)
 
 __all__ = [
     'TokenMixupBlock', 'VisionTransformerTokenMixup', 'create_tokenmixup_vit', 'tokenmixup_model_args',
@@ -459,6 +459,7 @@ def _timm_cfg(base: str, tag: str, preset: str) -> Dict[str, Any]:
         cfg.pop(key, None)
     if cfg.get('num_classes'):
         cfg['classifier'] = preset_classifiers(cfg['classifier'], preset, _VIT_DEPTH)
+    cfg['description'] = base_weights_description(f"timm's {base}.{tag}")
     return cfg
 
 
@@ -478,7 +479,8 @@ def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = No
         for suffix, preset in RECIPES[base.recipes].items():
             cfgs[f'{base.name}{suffix}.{base.tag}'] = _timm_cfg(base.name, base.tag, preset)
             for tag, overrides in published.get(f'{base.name}{suffix}', {}).items():
-                source = dict(_timm_cfg(base.name, base.tag, preset), url='', hf_hub_id=None, custom_load=False)
+                source = dict(_timm_cfg(base.name, base.tag, preset), url='', hf_hub_id=None, custom_load=False,
+                              description=None)
                 cfgs[f'{base.name}{suffix}.{tag}'] = dict(source, **overrides)
     return cfgs
 

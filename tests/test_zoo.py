@@ -795,3 +795,14 @@ def test_timms_private_feature_take_indices_behaves_as_cct_relies_on():
     assert feature_take_indices(7, 3) == ([4, 5, 6], 6)  # an int: the last n blocks
     assert feature_take_indices(7, [0, 2]) == ([0, 2], 2)
     assert feature_take_indices(7, [-1]) == ([6], 6)  # negative indices count from the end
+
+
+@pytest.mark.parametrize('name', ['cct_7_3x1_htm.c100_300e', 'cct_7_3x1_vtm.c10_300e', 'cct_14_7x2_224_htm_vtm.in1k',
+                                  'vit_base_patch16_224_htm.orig_in21k_ft_in1k', 'deit_small_patch16_224_vtm.fb_in1k'])
+def test_variant_tags_of_third_party_base_weights_say_so(name):
+    """Nobody should mistake cct_7_3x1_htm.c100_300e for weights trained with HTM: timm's description says what
+    they are; the bases' own tags need no such warning."""
+    description = timm.models.get_pretrained_cfg(name).description
+    assert 'not trained with TokenMixup' in description and 'ScoreNet starts fresh' in description
+    assert name.split('.')[1] in description
+    assert not timm.models.get_pretrained_cfg('cct_7_3x1.c100_300e').description
