@@ -223,7 +223,8 @@ def saved_tensors(variant: Variant, images: torch.Tensor, target: torch.Tensor, 
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         loss, out = loss_of(variant, images, target, criterion, autocast)
-    del loss, alive
+    alive.clear()  # the storages are counted: let them go
+    del loss
     return saved, out
 
 

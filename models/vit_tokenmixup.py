@@ -426,7 +426,6 @@ RECIPES: Dict[str, Dict[str, str]] = {
     'cls': {'_htm': 'vit_imagenet_htm', '_vtm': 'vit_imagenet_vtm', '_htm_vtm': 'vit_imagenet_htm_vtm'},
     'gap': {'_htm': 'vit_imagenet_htm_gap', '_vtm': 'vit_imagenet_vtm_gap', '_htm_vtm': 'vit_imagenet_htm_vtm_gap'},
 }
-_VARIANT_PRESETS = RECIPES['cls']
 
 VARIANT_BASES: Tuple[VariantBase, ...] = (
     VariantBase('vit_tiny_patch16_224', 'augreg_in21k_ft_in1k', 'cls', 'ViT-Ti/16'),

@@ -14,7 +14,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import models
 from models.cct import checkpoint_filter_fn as cct_checkpoint_filter_fn
 from tokenmixup import HTMStatistics, TokenMixupOutput
 from tokenmixup.settings import SETTING_NAMES

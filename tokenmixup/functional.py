@@ -445,7 +445,8 @@ def manifold_mix(
 
     Returns:
         `HorizontalMix(x, y, mask, partner)` with mask (B, T) True on every token of the mixed samples
-        (all tokens are interpolated) and partner = perm (own index where a sample is not mixed). lam is drawn on the CPU, perm on x's device: no device-to-host copy.
+        (all tokens are interpolated) and partner = perm (own index where a sample is not mixed). lam is
+        drawn on the CPU, perm on x's device: no device-to-host copy.
     """
     _require_tensor('x', x)
     _require_tensor('y', y)

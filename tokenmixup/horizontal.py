@@ -168,4 +168,5 @@ class HorizontalTokenMixup(nn.Module):
         )
 
 
-HorizontalTokenMixup.__init__.__signature__ = settings_signature(HorizontalTokenMixup.__init__, settings_in_scope('htm'))
+HorizontalTokenMixup.__init__.__signature__ = settings_signature(
+    HorizontalTokenMixup.__init__, settings_in_scope('htm'))
