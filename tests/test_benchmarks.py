@@ -109,3 +109,33 @@ def test_profile_step_lists_the_operators_that_differ_from_the_base():
     assert lines[1].startswith('operator') and len(lines) == 2 + 3 + 1  # header, column names, 3 operators, command
     assert all(line.rstrip().endswith(' ms') for line in lines[2:5])
     assert lines[-1].startswith('command: python benchmarks/profile_step.py')
+
+
+def test_ab_digits_trains_each_arm_and_seed_and_reads_finished_runs_back(tmp_path):
+    """One epoch per run: the JSON has every run and each arm's summary; a second call retrains nothing."""
+    args = ('--arms', 'base', 'random_tokens', '--seeds', '3', '--jobs', '1', '--output', str(tmp_path), '--json',
+            '--', '--epochs', '1')  # after '--': train.py's flags, so --json goes before it
+
+    def study():
+        completed = run_script('ab_digits.py', *args)
+        assert completed.returncode == 0, completed.stderr
+        return json.loads(completed.stdout)
+
+    first = study()
+    runs = {(run['arm'], run['seed']): run for run in first['runs']}
+    assert set(runs) == {('base', 3), ('random_tokens', 3)}
+    for (arm, seed), run in runs.items():
+        folder = tmp_path / 'train' / f'{arm}-s{seed}'
+        assert run['folder'] == str(folder) and run['epochs'] == 1
+        assert 0 <= run['final_top1'] <= 100 and run['best_top1'] == run['final_top1']
+        expected = '--token-selection random' if arm == 'random_tokens' else '--model cct_2_3x2 '
+        assert expected in run['command']
+    assert set(runs[('random_tokens', 3)]['last_epoch_htm']) == {'htm1_mixed_samples', 'htm1_replaced_tokens'}
+    arms = first['arms']
+    assert arms['base']['final_top1']['gap_to_base'] == 0
+    assert arms['random_tokens']['final_top1']['mean'] == runs[('random_tokens', 3)]['final_top1']
+    assert first['config']['train_args'] == ['--epochs', '1']
+    stamps = {path: path.stat().st_mtime_ns for path in tmp_path.glob('train/*/summary.csv')}
+    second = study()
+    assert second['runs'] == first['runs']
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob('train/*/summary.csv')} == stamps
