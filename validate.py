@@ -32,23 +32,20 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn as nn
 from timm.data import create_loader, resolve_data_config
-from timm.models import split_model_name_tag
 from timm.utils import ParseKwargs
 
 import models  # noqa: F401  (registers the zoo with timm)
-from tokenmixup_tools.checkpoints import (
-    RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, load_weights, model_config_from_checkpoint)
-from tokenmixup_tools.cli import (
-    UsageError, check_model_name, create_model_checked, one_line, read_checkpoint_argument, run_tool, setup_logging)
+from tokenmixup_tools.checkpoints import RUN_ARGS_KEY
+from tokenmixup_tools.cli import UsageError, read_checkpoint_argument, run_tool, setup_logging
 from tokenmixup_tools.datasets import (
     DEFAULT_DATASET, create_dataset_split, dataset_num_classes, model_in_chans, set_image_mode, with_channels)
 from tokenmixup_tools.evaluation import evaluate
 from tokenmixup_tools.files import atomic_open
+from tokenmixup_tools.loading import load_eval_model, recorded_img_size
 from tokenmixup_tools.runtime import create_autocast, default_device
 
 _logger = logging.getLogger('validate')
@@ -161,87 +158,6 @@ def create_eval_dataset(args: argparse.Namespace):
         raise UsageError(f'--dataset {args.dataset!r} --split {args.split!r}: {e}') from e
 
 
-def _model_overrides(args: argparse.Namespace) -> Dict[str, Any]:
-    """Model keyword arguments given on the command line (`--img-size`, then `--model-kwargs`)."""
-    overrides = {'img_size': args.img_size} if args.img_size is not None else {}
-    overrides.update(args.model_kwargs)
-    return overrides
-
-
-def build_model(args: argparse.Namespace, checkpoint: Optional[Dict[str, Any]], dataset) -> Tuple[nn.Module, str]:
-    """Create the model to validate (with its weights); returns it and its name for the result row."""
-    if checkpoint is None:
-        _logger.info(f'no --checkpoint: validating the pretrained weights of {args.model}')
-        model = create_model_checked(args.model, pretrained=True, num_classes=args.num_classes, **_model_overrides(args))
-        return model, args.model
-    if args.pretrained:
-        _logger.warning('--pretrained is ignored: the weights come from --checkpoint')
-
-    record = model_config_from_checkpoint(checkpoint)
-    if record is not None:
-        model = _model_from_record(args, record)
-        name = args.model or record['architecture']
-    elif args.model:
-        num_classes = args.num_classes or dataset_num_classes(dataset)
-        model = create_model_checked(args.model, num_classes=num_classes, **_model_overrides(args))
-        name = args.model
-    else:
-        raise UsageError(
-            f'--checkpoint {args.checkpoint} records no model configuration (a plain state dict or a '
-            'checkpoint not written by train.py): pass --model NAME (and --num-classes / --img-size / '
-            '--model-kwargs as it was trained)')
-
-    try:
-        state_dict = checkpoint_weights(checkpoint, args.use_ema)
-    except ValueError as e:
-        raise UsageError(f'{"--use-ema" if args.use_ema else "--checkpoint"}: {args.checkpoint} {e}') from e
-    try:
-        load_weights(model, state_dict)
-    except ValueError as e:
-        recorded = record['architecture'] if record is not None else None
-        if args.model and recorded and _architecture(args.model) != _architecture(recorded):
-            raise UsageError(
-                f'--checkpoint {args.checkpoint} holds {recorded} weights, which do not fit --model {args.model}: '
-                f'leave --model out to rebuild {recorded}, or name the architecture it was trained as') from e
-        raise UsageError(
-            f'--checkpoint {args.checkpoint}: its weights do not fit {name} with {model.num_classes} classes'
-            f'{_describe_overrides(args)}; check --model, --num-classes, --img-size and --model-kwargs. {e}'
-        ) from e
-    return model, name
-
-
-def _model_from_record(args: argparse.Namespace, record: Dict[str, Any]) -> nn.Module:
-    """The model a checkpoint's record describes, with the command line's --model, --num-classes,
-    --img-size and --model-kwargs over it."""
-    overrides = dict(architecture=args.model, num_classes=args.num_classes)
-    overrides.update({key: value for key, value in _model_overrides(args).items() if value is not None})
-    if args.model:
-        check_model_name(args.model)
-    try:
-        return create_model_from_config(record, **overrides)
-    except (ValueError, TypeError) as e:
-        built = f'--model {args.model}' if args.model else record.get('architecture')
-        raise UsageError(f'cannot build {built} from the configuration --checkpoint {args.checkpoint} records'
-                         f'{_describe_overrides(args)}: {one_line(e)}') from e
-
-
-def _architecture(name: str) -> str:
-    """A model name without its pretrained tag (`cct_7_3x1.c100_300e` -> `cct_7_3x1`)."""
-    return split_model_name_tag(name)[0]
-
-
-def _describe_overrides(args: argparse.Namespace) -> str:
-    given = {'--model': args.model, '--num-classes': args.num_classes, '--img-size': args.img_size}
-    given.update({f'--model-kwargs {key}': value for key, value in args.model_kwargs.items()})
-    shown = ', '.join(f'{flag} {value}' for flag, value in given.items() if value is not None)
-    return f' (given {shown})' if shown else ''
-
-
-def _recorded_img_size(checkpoint: Optional[Dict[str, Any]]) -> Optional[int]:
-    record = model_config_from_checkpoint(checkpoint) if checkpoint is not None else None
-    return (record or {}).get('model_kwargs', {}).get('img_size')
-
-
 # ---------------------------------------------------------------------------------------------
 # evaluation and results
 
@@ -255,7 +171,13 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     checkpoint = read_checkpoint_argument(args.checkpoint, '--checkpoint') if args.checkpoint else None
     resolve_run_defaults(args, checkpoint)
     dataset = create_eval_dataset(args)
-    model, name = build_model(args, checkpoint, dataset)
+    if checkpoint is None:
+        _logger.info(f'no --checkpoint: validating the pretrained weights of {args.model}')
+    elif args.pretrained:
+        _logger.warning('--pretrained is ignored: the weights come from --checkpoint')
+    model, name = load_eval_model(
+        args.model, checkpoint, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size,
+        model_kwargs=args.model_kwargs, use_ema=args.use_ema, dataset_classes=dataset_num_classes(dataset))
     param_count = sum(p.numel() for p in model.parameters())
     dataset_classes = dataset_num_classes(dataset)
     if not getattr(model, 'num_classes', 0):
@@ -266,7 +188,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     _logger.info(f'model {name}: {param_count:,} parameters'
                  + (f', {"EMA" if args.use_ema else "main"} weights of {args.checkpoint}' if checkpoint else ''))
 
-    img_size = args.img_size or args.model_kwargs.get('img_size') or _recorded_img_size(checkpoint)
+    img_size = args.img_size or args.model_kwargs.get('img_size') or recorded_img_size(checkpoint)
     data_args = dict(vars(args), img_size=img_size)  # the size the model was built for
     data_config = resolve_data_config(data_args, model=model, verbose=True)
     in_chans = model_in_chans(model)
