@@ -49,6 +49,7 @@ from tokenmixup_tools.cli import (
 from tokenmixup_tools.datasets import (
     DEFAULT_DATASET, create_dataset_split, dataset_num_classes, set_image_mode, with_channels)
 from tokenmixup_tools.evaluation import evaluate
+from tokenmixup_tools.figures import VIZ_INSTALL_HINT, draw_curriculum, require_matplotlib
 from tokenmixup_tools.files import atomic_duplicate, atomic_open, atomic_path
 from tokenmixup_tools.rng import capture_rng_state, restore_rng_state
 from tokenmixup_tools.runtime import create_autocast, create_loss_scaler, default_device
@@ -667,7 +668,7 @@ def train_one_epoch(
     return metrics, num_updates
 
 
-RUN_FILES = ('summary.csv', 'args.yaml', 'last.pth.tar', 'model_best.pth.tar', 'tmp.pth.tar')
+RUN_FILES = ('summary.csv', 'args.yaml', 'last.pth.tar', 'model_best.pth.tar', 'tmp.pth.tar', 'curriculum.png')
 
 
 def prepare_run_folder(folder: str, force: bool) -> None:
@@ -853,6 +854,18 @@ def create_loaders(args: argparse.Namespace, dataset_train, dataset_eval, data_c
     return loader_train, loader_eval, mixup_fn
 
 
+def draw_run_curriculum(output_dir: str) -> None:
+    """curriculum.png in the run folder (`visualize.py curriculum`), when matplotlib is installed."""
+    try:
+        require_matplotlib('the curriculum plot')
+    except UsageError:
+        _logger.info(f'no curriculum.png: matplotlib is not installed ({VIZ_INSTALL_HINT})')
+        return
+    path = os.path.join(output_dir, 'curriculum.png')
+    draw_curriculum(os.path.join(output_dir, 'summary.csv'), path, title=os.path.basename(output_dir))
+    _logger.info(f'mixing curriculum and top-1 per epoch drawn in {path}')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Train; returns the final epoch's eval metrics and where the run was written."""
     args = parse_args(argv)
@@ -1006,6 +1019,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         best = f' (best {saver.best_metric:.2f} at epoch {saver.best_epoch})' if saver.best_metric is not None else ''
         print(f'Done: validation top-1 {eval_metrics["top1"]:.2f}%{best}. '
               f'Checkpoint: {os.path.join(output_dir, "last.pth.tar")}', flush=True)
+        draw_run_curriculum(output_dir)
     if wandb is not None and hasattr(wandb, 'finish'):
         wandb.finish()
     if args.distributed:

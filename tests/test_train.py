@@ -66,6 +66,15 @@ def test_summary_has_timm_columns_and_the_tokenmixup_columns(digits_run):
     assert float(rows[-1][f'train_htm{htm_block}_difficulty']) > 0.0
 
 
+def test_a_finished_run_draws_its_curriculum(digits_run):
+    """With matplotlib installed (the test extra), the run folder gets curriculum.png (visualize.py curriculum)."""
+    from PIL import Image
+
+    from tokenmixup_tools.figures import CURRICULUM_FIGURE_PX
+    with Image.open(digits_run / 'curriculum.png') as image:
+        assert image.format == 'PNG' and image.size == CURRICULUM_FIGURE_PX
+
+
 def test_checkpoint_records_the_full_model_configuration(digits_run):
     """Checkpoints record name, classes and every model kwarg, and are never left half-written."""
     checkpoint = load_training_checkpoint(str(digits_run / 'last.pth.tar'))
