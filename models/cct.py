@@ -13,6 +13,7 @@ and `_htm_vtm` variants.
 import re
 from collections import OrderedDict
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -424,21 +425,45 @@ def _cfg_224(url: str = '', **kwargs) -> Dict[str, Any]:
         std=IMAGENET_DEFAULT_STD), **kwargs))
 
 
-_CCT_BASES = {  # name: (depth, cfg builder, extra tagged cfgs)
-    'cct_2_3x2': (2, _cfg, {}),
+# weights trained here and shipped inside the package (models/weights/, docs/design.md §5.4): `name.tag` ->
+# its safetensors file, loaded through timm's `file` source, so `pretrained=True` needs no network
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'
+
+
+def shipped_weights_file(name: str) -> str:
+    """The packaged safetensors file of a shipped `name.tag`."""
+    return str(SHIPPED_WEIGHTS_DIR / f'{name}.safetensors')
+
+
+_DIGITS = dict(num_classes=10)  # the embedded digits set, with the eval preprocessing the quickstart trains with
+
+_CCT_BASES = {  # name: (depth, cfg builder, {tag: (where the weights come from, cfg overrides)})
+    'cct_2_3x2': (2, _cfg, {
+        'digits': ('the shipped cct_2_3x2.digits', dict(_DIGITS, file=shipped_weights_file('cct_2_3x2.digits'))),
+    }),
     'cct_4_3x2': (4, _cfg, {}),
     'cct_6_3x1': (6, _cfg, {}),
     'cct_6_3x2': (6, _cfg, {}),
     'cct_7_3x1': (7, _cfg, {
-        'c100_300e': dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar100_300epochs.pth'),
-        'c10_300e': dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar10_300epochs.pth', num_classes=10,
-                         mean=CIFAR10_MEAN, std=CIFAR10_STD),
+        'c100_300e': ('the official CCT release cct_7_3x1.c100_300e',
+                      dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar100_300epochs.pth')),
+        'c10_300e': ('the official CCT release cct_7_3x1.c10_300e',
+                     dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar10_300epochs.pth', num_classes=10,
+                          mean=CIFAR10_MEAN, std=CIFAR10_STD)),
     }),
     'cct_7_3x2': (7, _cfg, {}),
     'cct_7_7x2_224': (7, _cfg_224, {}),
     'cct_14_7x2_224': (14, _cfg_224, {
-        'in1k': dict(url=_CCT_RELEASE + 'cct_14_7x2_224_imagenet.pth'),
+        'in1k': ('the official CCT release cct_14_7x2_224.in1k',
+                 dict(url=_CCT_RELEASE + 'cct_14_7x2_224_imagenet.pth')),
     }),
+}
+
+# TokenMixup weights trained here and shipped with the package, by registered name: they replace the tag of the
+# same name that the variant would otherwise take from its base (with a fresh ScoreNet). Each file has a JSON
+# record beside it (the train.py command, commit, seed and measured top-1), written by `python -m hub.ship`.
+SHIPPED_CFGS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    'cct_2_3x2_htm_vtm': {'digits': dict(_DIGITS, file=shipped_weights_file('cct_2_3x2_htm_vtm.digits'))},
 }
 
 
@@ -447,28 +472,35 @@ _CCT_BASES = {  # name: (depth, cfg builder, extra tagged cfgs)
 # Each becomes the tag `name.tag`, loaded from the repo's model.safetensors the way timm loads its own
 # weights (`hf_hub_id`); the cfg overrides the variant's (num_classes, input_size, mean, std, ...), and the
 # variant's TokenMixup defaults must be the settings the checkpoint was trained with (`hf-hub:ORG/NAME`
-# applies the repo's config.json for any settings). They come after the official release's tags, which
-# stay the default; on a name without official weights a published tag becomes the default. None are
-# published yet.
+# applies the repo's config.json for any settings). They come after the base's tags, which stay the
+# default; on a name without any a published tag becomes the default. None are published yet.
 PUBLISHED_CFGS: Dict[str, Dict[str, Dict[str, Any]]] = {}
 
 
-def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None) -> Dict[str, Dict[str, Any]]:
+def _variant_cfgs(
+        published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None,
+        shipped: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None,
+) -> Dict[str, Dict[str, Any]]:
+    """Every registered `name.tag` cfg, in timm's order (the first tag of a name is its default)."""
     published = PUBLISHED_CFGS if published is None else published
+    shipped = SHIPPED_CFGS if shipped is None else shipped
     cfgs = {}
     for base, (depth, make_cfg, tagged) in _CCT_BASES.items():
         for suffix, preset in _VARIANT_PRESETS.items():
             name = base + suffix
             classifier = preset_classifiers('head', preset, depth)
-            if tagged:
-                for tag, overrides in tagged.items():
-                    described = dict(description=base_weights_description(f'the official CCT release {base}.{tag}')) \
-                        if suffix else {}
-                    cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier, **described))
-            else:
+            own = shipped.get(name, {})
+            for tag, (source, overrides) in tagged.items():
+                if tag in own:
+                    cfgs[f'{name}.{tag}'] = make_cfg(**dict(own[tag], classifier=classifier))
+                    continue
+                described = dict(description=base_weights_description(source)) if suffix else {}
+                cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier, **described))
+            for tag, overrides in list(own.items()) + list(published.get(name, {}).items()):
+                if f'{name}.{tag}' not in cfgs:
+                    cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier))
+            if not any(key.startswith(name + '.') for key in cfgs):
                 cfgs[name] = make_cfg(classifier=classifier)
-            for tag, overrides in published.get(name, {}).items():
-                cfgs[f'{name}.{tag}'] = make_cfg(**dict(dict(classifier=classifier), **overrides))
     return cfgs
 
 

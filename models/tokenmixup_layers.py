@@ -43,7 +43,7 @@ def preset_classifiers(head: str, preset: Optional[str], depth: int):
 
 
 def base_weights_description(source: str) -> str:
-    """The pretrained cfg `description` of a variant's tag that loads its base's third-party weights."""
+    """The pretrained cfg `description` of a variant's tag that loads its base's weights."""
     return f'{source} weights of the base model, not trained with TokenMixup; the ScoreNet starts fresh'
 
 

@@ -245,5 +245,5 @@ def test_amp_on_the_cpu_warns_that_it_is_slow(caplog):
 def test_validate_amp_on_the_cpu_warns_too(caplog):
     with caplog.at_level(logging.WARNING, logger='tokenmixup_tools.runtime'):
         with pytest.raises(cli.UsageError, match='No pretrained weights exist'):  # the model comes after the device
-            validate.main(['--model', 'cct_2_3x2', '--amp', '--device', 'cpu'])
+            validate.main(['--model', 'cct_4_3x2', '--amp', '--device', 'cpu'])
     assert any('far slower than float32' in record.getMessage() for record in caplog.records)

@@ -132,8 +132,8 @@ def test_missing_checkpoint_names_the_flag(tmp_path):
 
 def test_model_without_checkpoint_validates_pretrained_weights():
     """As in timm, `--model NAME` alone means its pretrained weights; a name without any says so."""
-    with pytest.raises(UsageError, match='--model cct_2_3x2 --pretrained: No pretrained weights exist'):
-        validate.main(['--model', 'cct_2_3x2'])
+    with pytest.raises(UsageError, match='--model cct_4_3x2 --pretrained: No pretrained weights exist'):
+        validate.main(['--model', 'cct_4_3x2'])
 
 
 def test_results_format_json_writes_a_list_of_rows(run, tmp_path):
