@@ -8,6 +8,7 @@ from the very forward the command ran.
 import csv
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import train
 import visualize
 from tokenmixup_tools.cli import UsageError
 from tokenmixup_tools.figures import CURRICULUM_FIGURE_PX, MIX_ROW_PX, SALIENCY_FIGURE_PX, correlation
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 
@@ -151,3 +154,15 @@ def test_correlation_is_pearsons():
     for index in range(3):
         expected = np.corrcoef(first[index].flatten().numpy(), second[index].flatten().numpy())[0, 1]
         assert float(got[index]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_pictures_the_readme_shows_exist_at_their_documented_sizes():
+    """README.md embeds PNGs made from the shipped model with the documented commands."""
+    readme = (REPO_ROOT / 'README.md').read_text()
+    shown = re.findall(r'!\[[^\]]*\]\(([^)]+\.png)\)', readme)
+    sizes = {'saliency': SALIENCY_FIGURE_PX, 'mix': (MIX_ROW_PX[0], MIX_ROW_PX[1] * 3),
+             'curriculum': CURRICULUM_FIGURE_PX}
+    assert {next(kind for kind in sizes if kind in path) for path in shown} == set(sizes)
+    for path in shown:
+        kind = next(kind for kind in sizes if kind in path)
+        assert png_size(REPO_ROOT / path) == sizes[kind], path
