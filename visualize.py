@@ -62,7 +62,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                             f'(default: {DEFAULT_MODEL} without --checkpoint)')
     group.add_argument('--checkpoint', default='', metavar='PATH', help='a train.py checkpoint (or a state dict)')
     group.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=False,
-                       help="draw the checkpoint's EMA weights")
+                       help="draw the checkpoint's EMA weights (default: off)")
     group.add_argument('--num-classes', type=int, default=None, metavar='N', help='classes (default: the weights\')')
     group.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (default: the model\'s)')
     group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
@@ -75,32 +75,31 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0].strip(),
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0].strip())
     commands = parser.add_subparsers(dest='command', required=True, metavar='{saliency,mix,curriculum}')
 
-    saliency = commands.add_parser('saliency', help='attention, rollout and gradient saliency of images (Fig. 3)',
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    saliency = commands.add_parser('saliency', help='attention, rollout and gradient saliency of images (Fig. 3)')
     _add_model_args(saliency)
     saliency.add_argument('--images', nargs='+', default=None, metavar='PATH',
                           help='image files or folders of them (default: images of --dataset --split)')
-    saliency.add_argument('--split', default='validation', help='split of --dataset')
-    saliency.add_argument('--count', type=int, default=4, metavar='N', help='images of --dataset to draw')
+    saliency.add_argument('--split', default='validation', help='split of --dataset (default: %(default)s)')
+    saliency.add_argument('--count', type=int, default=4, metavar='N',
+                          help='images of --dataset to draw (default: %(default)s)')
     saliency.add_argument('--block', type=int, default=None, metavar='L',
                           help="block whose attention gives the 1-step saliency (default: the model's first HTM "
                                'block, else its middle block)')
 
-    mix = commands.add_parser('mix', help='the tokens one HTM layer replaced in a training batch, and the labels',
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mix = commands.add_parser('mix', help='the tokens one HTM layer replaced in a training batch, and the labels')
     _add_model_args(mix)
-    mix.add_argument('--split', default='train', help='split of --dataset the batch is drawn from')
-    mix.add_argument('--batch-size', type=int, default=64, metavar='B', help='samples in the batch (HTM pairs them)')
-    mix.add_argument('--pairs', type=int, default=4, metavar='N', help='mixed samples to draw')
-    mix.add_argument('--seed', type=int, default=0, help='seed of the batch and of the forward')
+    mix.add_argument('--split', default='train',
+                     help='split of --dataset the batch is drawn from (default: %(default)s)')
+    mix.add_argument('--batch-size', type=int, default=64, metavar='B',
+                     help='samples in the batch, which HTM pairs (default: %(default)s)')
+    mix.add_argument('--pairs', type=int, default=4, metavar='N', help='mixed samples to draw (default: %(default)s)')
+    mix.add_argument('--seed', type=int, default=0, help='seed of the batch and of the forward (default: %(default)s)')
     mix.add_argument('--block', type=int, default=None, metavar='L', help="HTM block (default: the model's first)")
 
-    curriculum = commands.add_parser('curriculum', help="a run's mixing curriculum and top-1 per epoch (Fig. 4)",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    curriculum = commands.add_parser('curriculum', help="a run's mixing curriculum and top-1 per epoch (Fig. 4)")
     curriculum.add_argument('run', metavar='RUN', help='a train.py run folder, or its summary.csv')
     curriculum.add_argument('--output', default=None, metavar='PNG',
                             help='where to write the PNG (default: curriculum.png beside the summary.csv)')

@@ -202,7 +202,7 @@ def test_a_published_tag_loads_through_hf_hub_id(exported, source_model, hub_cac
     _populate_hub_cache(hub_cache, REPO_ID, {'model.safetensors': exported / 'model.safetensors'})
     published = {'cct_2_3x2_htm_vtm': {'hub': dict(hf_hub_id=REPO_ID, num_classes=10, input_size=(3, 16, 16))}}
     default_cfg = generate_default_cfgs(cct._variant_cfgs(published))['cct_2_3x2_htm_vtm']
-    assert default_cfg.tags == ['digits', 'hub']
+    assert list(default_cfg.tags) == ['digits', 'hub']
     assert cct.PUBLISHED_CFGS == {}  # nothing is published: the README says so
     model = timm.create_model('cct_2_3x2_htm_vtm', pretrained=True,
                               pretrained_cfg=asdict(default_cfg.cfgs['hub'])).eval()
