@@ -40,7 +40,8 @@ from timm.utils import ParseKwargs
 import models  # noqa: F401  (registers the zoo with timm)
 from tokenmixup_tools.checkpoints import RUN_ARGS_KEY
 from tokenmixup_tools.cli import UsageError, read_checkpoint_argument, run_tool, setup_logging
-from tokenmixup_tools.datasets import DEFAULT_DATASET, create_embedded_dataset, is_embedded_dataset, model_in_chans
+from tokenmixup_tools.datasets import (
+    DEFAULT_DATASET, create_embedded_dataset, is_embedded_dataset, model_in_chans, with_channels)
 from tokenmixup_tools.figures import (
     correlation, draw_curriculum, draw_mix, draw_saliency, replaced_pairs, require_matplotlib, saliency_maps,
     token_grid)
@@ -134,8 +135,8 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, str, Dict[str, Any]
     img_size = args.img_size or args.model_kwargs.get('img_size') or recorded_img_size(checkpoint)
     data_config = resolve_data_config(dict(recorded, img_size=img_size), model=model)
     in_chans = model_in_chans(model)
-    if in_chans is not None:
-        data_config['input_size'] = (in_chans, *data_config['input_size'][1:])
+    if in_chans is not None and in_chans != data_config['input_size'][0]:  # e.g. trained with --in-chans 1
+        data_config = with_channels(data_config, in_chans)
     device = torch.device(args.device or default_device())
     return model.to(device).eval(), name, data_config
 
@@ -307,8 +308,8 @@ def mix_command(args: argparse.Namespace) -> Dict[str, Any]:
     folder = _output_folder(args)
     png = folder / 'mix.png'
     label_list = labels.tolist()
-    draw_mix(str(png), displayable(inputs, data_config), label_list, out, block, pairs, token_grid(model), class_names)
     grid = token_grid(model)
+    draw_mix(str(png), displayable(inputs, data_config), label_list, out, block, pairs, grid, class_names)
     result = {
         'model': name, 'block': block, 'grid': list(grid), 'seed': args.seed, 'batch_size': len(sources),
         'easy_samples': int(stats.easy_samples), 'mixed_samples': int(stats.mixed_samples), 'png': png.name,

@@ -166,3 +166,15 @@ def test_the_pictures_the_readme_shows_exist_at_their_documented_sizes():
     for path in shown:
         kind = next(kind for kind in sizes if kind in path)
         assert png_size(REPO_ROOT / path) == sizes[kind], path
+
+
+def test_saliency_of_a_one_channel_model_feeds_it_one_channel_images(tmp_path):
+    """A model built with in_chans=1 (train.py --in-chans 1) from a plain state dict: grey inputs, grey pictures."""
+    import timm
+    model = timm.create_model('cct_2_3x2_htm_vtm', num_classes=10, in_chans=1)
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'grey.pth')
+    result = visualize.main(['saliency', '--checkpoint', str(tmp_path / 'grey.pth'), '--model', 'cct_2_3x2_htm_vtm',
+                             '--num-classes', '10', '--model-kwargs', 'in_chans=1', '--count', '1',
+                             '--output', str(tmp_path / 'out')])
+    record, = result['images']
+    assert png_size(tmp_path / 'out' / record['png']) == SALIENCY_FIGURE_PX
