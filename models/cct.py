@@ -496,9 +496,13 @@ def _variant_cfgs(
                     continue
                 described = dict(description=base_weights_description(source)) if suffix else {}
                 cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier, **described))
-            for tag, overrides in list(own.items()) + list(published.get(name, {}).items()):
-                if f'{name}.{tag}' not in cfgs:
-                    cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier))
+            for tag, overrides in own.items():
+                cfgs.setdefault(f'{name}.{tag}', make_cfg(**dict(overrides, classifier=classifier)))
+            for tag, overrides in published.get(name, {}).items():
+                if f'{name}.{tag}' in cfgs:
+                    raise ValueError(f'PUBLISHED_CFGS: {name}.{tag} is already registered; give the published '
+                                     'checkpoint a tag of its own')
+                cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier))
             if not any(key.startswith(name + '.') for key in cfgs):
                 cfgs[name] = make_cfg(classifier=classifier)
     return cfgs

@@ -481,3 +481,8 @@ def test_pushing_still_needs_a_repo_id(run, tmp_path):
                      api_factory=_factory(apis))
     assert apis == [] and not (tmp_path / 'out').exists()
     assert publish.default_tag(None, 'cct_7_3x1_htm', {'dataset': 'torch/cifar100', 'epochs': 300}) == 'cifar100_300e'
+
+
+def test_a_published_tag_may_not_shadow_a_registered_one():
+    with pytest.raises(ValueError, match='cct_2_3x2_htm_vtm.digits is already registered'):
+        cct._variant_cfgs({'cct_2_3x2_htm_vtm': {'digits': dict(hf_hub_id=REPO_ID, num_classes=10)}})
