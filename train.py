@@ -47,7 +47,7 @@ from tokenmixup_tools.checkpoints import (
 from tokenmixup_tools.cli import (
     NegativeFlagAction, UsageError, create_model_checked, read_checkpoint_argument, run_tool, setup_logging)
 from tokenmixup_tools.datasets import (
-    DEFAULT_DATASET, create_dataset_split, dataset_num_classes, set_image_mode, with_channels)
+    DEFAULT_DATASET, create_dataset_split, dataset_num_classes, image_mode, set_image_mode, with_channels)
 from tokenmixup_tools.evaluation import evaluate
 from tokenmixup_tools.figures import VIZ_INSTALL_HINT, draw_curriculum, require_matplotlib
 from tokenmixup_tools.files import atomic_duplicate, atomic_open, atomic_path
@@ -102,7 +102,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (default: the model\'s)')
     group.add_argument('--in-chans', type=int, default=None, metavar='N',
                        help='image channels the model is built for (default: 3, or the first value of --input-size); '
-                            'with 1 or 4 the images are converted to greyscale (L) or RGBA, as timm does')
+                            'images are converted to L, RGB or RGBA for 1, 3 or 4 channels, as timm does')
+    group.add_argument('--input-img-mode', default=None, type=str, metavar='MODE',
+                       help='PIL mode every image is converted to before its transforms, e.g. RGB for a greyscale '
+                            'dataset and a 3-channel model (default: L, RGB or RGBA by the model\'s channels)')
     group.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
                        help='all image dimensions, e.g. 3 32 32: the model is built for C channels and H x W images '
                             'and the data config uses them (default: --in-chans and --img-size, else the model\'s)')
@@ -291,7 +294,7 @@ def _flag_options(setting: Setting) -> Dict[str, Any]:
 # given again (then --lr is resolved anew from --lr-base for today's global batch).
 RESUME_FIXED = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'img_size', 'in_chans', 'input_size',
                 'model_kwargs', 'drop', 'drop_path', 'tokenmixup_preset', *(setting.name for setting in SETTINGS),
-                'dataset', 'train_split', 'val_split')
+                'dataset', 'train_split', 'val_split', 'input_img_mode')
 RESUME_FREE = ('resume', 'no_resume_opt', 'config', 'force', 'workers', 'log_interval', 'progress', 'device',
                'dist_backend', 'dist_url', 'pin_mem', 'output', 'experiment', 'checkpoint_hist', 'torchcompile',
                'data_dir', 'dataset_download', 'validation_batch_size', 'grad_checkpointing', 'log_wandb',
@@ -849,8 +852,9 @@ def create_loaders(args: argparse.Namespace, dataset_train, dataset_eval, data_c
         dataset_eval, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
         is_training=False, interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'],
         **loader_common)
+    mode = image_mode(data_config['input_size'][0], args.input_img_mode)
     for dataset in (dataset_train, dataset_eval):
-        set_image_mode(dataset, data_config['input_size'][0])
+        set_image_mode(dataset, mode)
     return loader_train, loader_eval, mixup_fn
 
 

@@ -42,7 +42,8 @@ import models  # noqa: F401  (registers the zoo with timm)
 from tokenmixup_tools.checkpoints import RUN_ARGS_KEY
 from tokenmixup_tools.cli import UsageError, read_checkpoint_argument, run_tool, setup_logging
 from tokenmixup_tools.datasets import (
-    DEFAULT_DATASET, create_dataset_split, dataset_num_classes, model_in_chans, set_image_mode, with_channels)
+    DEFAULT_DATASET, create_dataset_split, dataset_num_classes, image_mode, model_in_chans, set_image_mode,
+    with_channels)
 from tokenmixup_tools.evaluation import evaluate
 from tokenmixup_tools.files import atomic_open
 from tokenmixup_tools.loading import load_eval_model, recorded_img_size
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--split', metavar='NAME', default=None, help=f'dataset split (default: {DEFAULT_SPLIT})')
     group.add_argument('--dataset-download', action=argparse.BooleanOptionalAction, default=False,
                        help='allow torchvision datasets to download (needs a network)')
+    group.add_argument('--input-img-mode', default=None, type=str, metavar='MODE',
+                       help='PIL mode every image is converted to (default: the run\'s, else L, RGB or RGBA by the '
+                            'model\'s channels)')
 
     group = parser.add_argument_group('Model')
     group.add_argument('--model', '-m', metavar='NAME', default=None,
@@ -143,7 +147,7 @@ def resolve_run_defaults(args: argparse.Namespace, checkpoint: Optional[Dict[str
         args.data_dir = args.data_dir if args.data_dir is not None else recorded('data_dir')
         args.split = args.split if args.split is not None else recorded('val_split')
     args.split = args.split or DEFAULT_SPLIT
-    for name in ('crop_pct', 'mean', 'std', 'interpolation'):
+    for name in ('crop_pct', 'mean', 'std', 'interpolation', 'input_img_mode'):
         if getattr(args, name) is None:
             setattr(args, name, recorded(name))
 
@@ -202,7 +206,8 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'], mean=data_config['mean'],
         std=data_config['std'], num_workers=args.workers, distributed=False, pin_memory=args.pin_mem,
         device=device, use_prefetcher=False)
-    set_image_mode(dataset, data_config['input_size'][0])  # after create_loader, which sets the transform
+    # after create_loader, which sets the transform
+    set_image_mode(dataset, image_mode(data_config['input_size'][0], args.input_img_mode))
 
     metrics = evaluate(model, loader, device, amp_autocast, log_interval=args.log_freq)
     top1, top5 = metrics['top1'], metrics['top5']

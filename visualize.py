@@ -41,7 +41,7 @@ import models  # noqa: F401  (registers the zoo with timm)
 from tokenmixup_tools.checkpoints import RUN_ARGS_KEY
 from tokenmixup_tools.cli import UsageError, read_checkpoint_argument, run_tool, setup_logging
 from tokenmixup_tools.datasets import (
-    DEFAULT_DATASET, create_embedded_dataset, is_embedded_dataset, model_in_chans, with_channels)
+    DEFAULT_DATASET, create_dataset_split, image_mode, model_in_chans, with_channels)
 from tokenmixup_tools.figures import (
     correlation, draw_curriculum, draw_mix, draw_saliency, replaced_pairs, require_matplotlib, saliency_maps,
     token_grid)
@@ -70,7 +70,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                        help='model keyword arguments, e.g. TokenMixup settings (tau=1.5)')
     group.add_argument('--device', default=None, help='cuda, cpu, ... (default: cuda if available)')
     group.add_argument('--dataset', default=DEFAULT_DATASET, metavar='NAME',
-                       help='embedded dataset the images come from (default: %(default)s)')
+                       help='dataset the images come from: an embedded one, torch/fashion_mnist (torch/mnist, '
+                            'torch/kmnist) or any timm dataset under --data-dir (default: %(default)s)')
+    group.add_argument('--data-dir', default=None, metavar='DIR', help='dataset root (not needed for embedded/*)')
     group.add_argument('--output', default=None, metavar='DIR',
                        help='folder for the PNGs and the JSON (default: ./output/visualize/COMMAND)')
 
@@ -148,7 +150,7 @@ def _transform(data_config: Dict[str, Any]):
 
 
 def _image_mode(data_config: Dict[str, Any]) -> str:
-    return 'L' if data_config['input_size'][0] == 1 else 'RGB'
+    return image_mode(data_config['input_size'][0]) or 'RGB'
 
 
 def image_files(paths: Sequence[str]) -> List[Path]:
@@ -185,12 +187,9 @@ def load_images(args: argparse.Namespace, data_config: Dict[str, Any], count: in
                 raise UsageError(f'--images {path}: not a readable image ({e})') from e
             sources.append(str(path))
         return torch.stack(inputs), None, sources
-    if not is_embedded_dataset(args.dataset):
-        raise UsageError(f'--dataset {args.dataset}: only the embedded datasets are read here; pass image files '
-                         'or folders with --images')
     try:
-        dataset = create_embedded_dataset(args.dataset, args.split)
-    except ValueError as e:
+        dataset = create_dataset_split(args.dataset, args.split, data_dir=args.data_dir)
+    except UsageError as e:
         raise UsageError(f'--dataset {args.dataset} --split {args.split}: {e}') from e
     if count > len(dataset):
         raise UsageError(f'{count} images asked for, but {args.dataset} {args.split} holds {len(dataset)}')

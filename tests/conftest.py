@@ -1,10 +1,13 @@
 """Shared test setup: no test may touch the network; fixtures used by several test files."""
+import gzip
 import os
 import re
+from pathlib import Path
 
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -51,3 +54,35 @@ def _official_cct_key(key: str) -> str:
 def official_cct_layout():
     """A function renaming a CCT state dict of ours to the official CCT release's key names."""
     return lambda state_dict: {_official_cct_key(key): value for key, value in state_dict.items()}
+
+
+# a tiny MNIST-format dataset (tests/test_idx_datasets.py, tests/test_benchmarks.py)
+IDX_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+             'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+IDX_SIZES = {'train': 60, 'test': 20}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b''.join(int(size).to_bytes(4, 'big') for size in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_folder(folder: Path, compressed: bool = True, seed: int = 0, skip: str = '') -> dict:
+    """The four idx files of a tiny 10-class dataset in `folder`; returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        labels = np.arange(IDX_SIZES[split]) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 256, size=(IDX_SIZES[split], 28, 28), dtype=np.uint8)
+        arrays[split] = (images, labels)
+        for name, array in ((images_name, images), (labels_name, labels)):
+            if name == skip:
+                continue
+            data = idx_bytes(array)
+            if compressed:
+                (folder / (name + '.gz')).write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+    return arrays

@@ -18,10 +18,12 @@ import torch.utils.data
 from PIL import Image
 
 from .cli import UsageError
+from .idx_datasets import IDX_DATASETS, IdxDataset, IdxFilesMissing, is_idx_dataset
 
 __all__ = [
     'DEFAULT_DATASET', 'EMBEDDED_DATASETS', 'EmbeddedDigits', 'is_embedded_dataset', 'create_embedded_dataset',
-    'needs_data_dir', 'create_dataset_split', 'dataset_num_classes', 'ImageMode', 'set_image_mode', 'with_channels',
+    'needs_data_dir', 'create_dataset_split', 'dataset_num_classes', 'ImageMode', 'image_mode', 'set_image_mode',
+    'with_channels',
     'model_in_chans',
 ]
 
@@ -120,6 +122,8 @@ def create_dataset_split(
         except ValueError as e:
             raise UsageError(str(e)) from e
     folder = needs_data_dir(name)
+    if is_idx_dataset(name):
+        return _create_idx_dataset(name, split, data_dir, download)
     if folder and not data_dir:
         raise UsageError('needs a data folder: pass its root with --data-dir')
     if folder and not download and not os.path.exists(data_dir):
@@ -132,6 +136,35 @@ def create_dataset_split(
         if not folder:
             raise
         raise UsageError(_not_found_message(name, split, data_dir, download)) from e
+
+
+def _create_idx_dataset(name: str, split: str, data_dir: Optional[str], download: bool) -> IdxDataset:
+    """An MNIST-format split read from its idx files; torchvision downloads them only when they are missing and
+    `download` allows it."""
+    if not data_dir:
+        raise UsageError(f'needs a data folder: pass the folder holding its idx files with --data-dir '
+                         f'(e.g. /usr/share/datasets/fashion-mnist from Debian\'s dataset-fashion-mnist)')
+    if not download and not os.path.isdir(data_dir):
+        raise UsageError(f'--data-dir {data_dir}: no such folder')
+    try:
+        try:
+            return IdxDataset(name, data_dir, split)
+        except IdxFilesMissing:
+            if not download:
+                raise
+        _download_idx(name, data_dir)
+        return IdxDataset(name, data_dir, split)
+    except (IdxFilesMissing, ValueError) as e:
+        raise UsageError(str(e)) from e
+
+
+def _download_idx(name: str, data_dir: str) -> None:
+    """torchvision's download of an MNIST-format dataset into `data_dir/<folder>/raw` (needs a network)."""
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, IDX_DATASETS[name.lower()].folder)
+    for train in (True, False):
+        dataset_class(data_dir, train=train, download=True)
 
 
 def _not_found_message(name: str, split: str, data_dir: str, download: bool) -> str:
@@ -168,9 +201,7 @@ def dataset_num_classes(dataset: torch.utils.data.Dataset) -> Optional[int]:
 # images of another channel count (train.py --in-chans, and validate.py for such a model)
 
 class ImageMode:
-    """A transform that first converts each PIL image to `mode` (timm's input_img_mode: 'L' for 1 channel)."""
-
-    MODES = {1: 'L', 4: 'RGBA'}
+    """A transform that first converts each PIL image to `mode` ('L', 'RGB', 'RGBA', ...), then applies `transform`."""
 
     def __init__(self, mode: str, transform: Optional[Any]) -> None:
         self.mode = mode
@@ -182,12 +213,35 @@ class ImageMode:
         return self.transform(image) if self.transform is not None else image
 
 
-def set_image_mode(dataset, in_chans: int) -> None:
-    """Make `dataset` (its transform set by create_loader) give `in_chans`-channel images: 1 -> L, 4 -> RGBA (the
-    datasets give RGB images; any other count is left to the dataset)."""
-    mode = ImageMode.MODES.get(in_chans)
-    if mode is not None and hasattr(dataset, 'transform') and not isinstance(dataset.transform, ImageMode):
-        dataset.transform = ImageMode(mode, dataset.transform)
+# the PIL mode each channel count is read in when --input-img-mode is not given (timm's train.py rule, extended)
+_DEFAULT_IMAGE_MODES = {1: 'L', 3: 'RGB', 4: 'RGBA'}
+
+
+def image_mode(in_chans: int, input_img_mode: Optional[str] = None) -> Optional[str]:
+    """The PIL mode images are converted to for an `in_chans`-channel model: `input_img_mode` when given (its band
+    count must be `in_chans`), else L / RGB / RGBA for 1 / 3 / 4 channels (None for other counts: left to the
+    dataset). Raises UsageError naming --input-img-mode for an unknown mode or one of another channel count."""
+    if input_img_mode is None:
+        return _DEFAULT_IMAGE_MODES.get(in_chans)
+    try:
+        bands = Image.getmodebands(input_img_mode)
+    except (KeyError, ValueError) as e:
+        raise UsageError(f'--input-img-mode {input_img_mode!r}: not a PIL image mode (e.g. L, RGB, RGBA)') from e
+    if bands != in_chans:
+        raise UsageError(f'--input-img-mode {input_img_mode} gives {bands}-channel images, but the model takes '
+                         f'{in_chans} channels')
+    return input_img_mode
+
+
+def set_image_mode(dataset, mode: Optional[str]) -> None:
+    """Make `dataset` (its transform set by create_loader) convert every image to the PIL `mode` first, so that a
+    greyscale dataset feeds a 3-channel model and an RGB one a 1-channel model. None leaves it as it is."""
+    if mode is None or not hasattr(dataset, 'transform'):
+        return
+    transform = dataset.transform
+    if isinstance(transform, ImageMode):
+        transform = transform.transform
+    dataset.transform = ImageMode(mode, transform)
 
 
 def with_channels(data_config: Dict[str, Any], in_chans: int) -> Dict[str, Any]:
