@@ -142,7 +142,7 @@ class TokenMixupMixin:
         """Resolve the settings for this model (declared default < `preset` < `settings`) and build the
         HTM module of every HTM block and the VTM memory builder."""
         check_attention_supported(self.blocks)
-        context = ModelContext(len(self.blocks), num_tokens, self.num_prefix_tokens, has_class_token)
+        context = ModelContext(len(self.blocks), num_tokens, self.num_prefix_tokens, has_class_token, num_classes)
         config = resolve_settings(settings, context, preset, owner=type(self).__name__)
         self.tokenmixup_cfg = config
         self.htm = nn.ModuleDict({

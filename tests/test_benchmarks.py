@@ -139,3 +139,37 @@ def test_ab_digits_trains_each_arm_and_seed_and_reads_finished_runs_back(tmp_pat
     second = study()
     assert second['runs'] == first['runs']
     assert {path: path.stat().st_mtime_ns for path in tmp_path.glob('train/*/summary.csv')} == stamps
+
+
+@pytest.mark.slow
+def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
+    """Two arms, two seeds, one epoch on a tiny idx folder: the paired differences are the per-seed ones; asking for
+    a longer run afterwards resumes each run from its checkpoint (its first epoch is kept) instead of restarting."""
+    from conftest import write_idx_folder
+    data = tmp_path / 'data'
+    write_idx_folder(data)
+    common = ('--data-dir', str(data), '--regime', 'subset', '--eval', 'test', '--arms', 'base', 'htm_vtm',
+              '--seeds', '1', '2', '--jobs', '1', '--output', str(tmp_path / 'study'), '--json', '--',
+              '--batch-size', '20', '--workers', '0', '--warmup-epochs', '0')
+
+    def study(*flags):
+        completed = run_script('fashion_mnist.py', *common, *flags)
+        assert completed.returncode == 0, completed.stderr
+        return json.loads(completed.stdout)
+
+    first = study('--epochs', '1')
+    runs = {(run['arm'], run['seed']): run for run in first['runs']}
+    assert set(runs) == {('base', 1), ('base', 2), ('htm_vtm', 1), ('htm_vtm', 2)}
+    assert all(run['epochs'] == 1 and '--train-split train[:6000] --val-split test' in run['command']
+               for run in runs.values())
+    difference = first['arms']['htm_vtm']['paired_difference']
+    per_seed = [runs[('htm_vtm', seed)]['final_top1'] - runs[('base', seed)]['final_top1'] for seed in (1, 2)]
+    assert difference['mean'] == pytest.approx(sum(per_seed) / 2) and difference['pairs'] == 2
+    assert difference['low'] <= difference['mean'] <= difference['high']
+    assert 'paired_difference' not in first['arms']['base']
+    folder = tmp_path / 'study' / 'subset-test' / 'train' / 'base-s1'
+    first_row = (folder / 'summary.csv').read_text().splitlines()[:2]
+
+    longer = study('--epochs', '2')
+    assert all(run['epochs'] == 2 for run in longer['runs'])
+    assert (folder / 'summary.csv').read_text().splitlines()[:2] == first_row  # resumed, not retrained

@@ -6,6 +6,7 @@ train.py's flags, the checkpoint record and the model card are derived from it.
 import ast
 import dataclasses
 import inspect
+import math
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,26 @@ def test_precedence_is_declared_default_then_preset_then_explicit():
         resolve_settings({}, CCT_7, preset='cifar')
 
 
+@pytest.mark.parametrize('preset, classes, tau', [
+    ('cct_cifar100_htm', 100, 2.0), ('cct_cifar100_htm', 10, 1.0), ('cct_cifar100_htm_vtm', 10, 1.0),
+    ('cct_cifar10_htm', 10, 1.0), ('cct_cifar10_htm', 100, 2.0), ('cct_cifar10_htm_vtm', 1000, 3.0),
+    ('cct_cifar100_htm', None, 2.0), ('vit_imagenet_htm', 10, 1.0)])
+def test_cct_presets_scale_tau_with_the_log_of_the_class_count(preset, classes, tau):
+    """The paper's two CCT recipes put tau at the same fraction of ln C (2.0 for 100 classes, 1.0 for 10): a
+    CCT preset keeps that fraction for the model's class count; unknown counts and the ViT recipe keep tau."""
+    reference = CCT_7 if preset.startswith('cct') else ModelContext(12, 197, 1, True)
+    context = dataclasses.replace(reference, num_classes=classes)
+    assert resolve_settings({}, context, preset).tau == pytest.approx(tau, abs=1e-4)
+    assert resolve_settings({'tau': 0.7}, context, preset).tau == 0.7  # an explicit tau is never scaled
+
+
+@pytest.mark.parametrize('classes', [10, 100, 37])
+def test_registered_cct_variants_get_the_tau_of_their_class_count(classes):
+    expected = 2.0 * math.log(classes) / math.log(100)
+    for name in ('cct_7_3x1_htm', 'cct_2_3x2_htm_vtm'):
+        assert timm.create_model(name, num_classes=classes).tokenmixup_cfg.tau == pytest.approx(expected, abs=1e-4)
+
+
 def test_a_preset_with_bad_values_is_refused():
     with pytest.raises(ValueError, match='tau'):
         Preset('bad', 'negative tau', {'tau': -1.0})
@@ -208,8 +229,9 @@ def test_a_preset_with_bad_values_is_refused():
 
 
 def test_registered_variants_use_their_preset_and_accept_another():
-    assert timm.create_model('cct_7_3x1_htm').tokenmixup_cfg == resolve_settings({}, CCT_7, 'cct_cifar100_htm')
-    model = timm.create_model('cct_7_3x1_htm', tokenmixup_preset='cct_cifar10_htm')
+    cifar100 = dataclasses.replace(CCT_7, num_classes=100)
+    assert timm.create_model('cct_7_3x1_htm').tokenmixup_cfg == resolve_settings({}, cifar100, 'cct_cifar100_htm')
+    model = timm.create_model('cct_7_3x1_htm', tokenmixup_preset='cct_cifar10_htm', num_classes=10)
     assert (model.tokenmixup_cfg.tau, model.tokenmixup_cfg.rho) == (1.0, 0.003)
     base = timm.create_model('cct_7_3x1', tokenmixup_preset='cct_cifar100_htm_vtm')
     assert base.tokenmixup_cfg.htm_layers == (3,) and base.tokenmixup_cfg.vtm_layers == (2,)

@@ -82,12 +82,14 @@ class ModelContext:
     depth: number of blocks (None: unknown, block indices are not range-checked); num_tokens: N, all
     tokens entering a block (None: unknown, kappa is not checked against T); num_prefix_tokens: P, the
     leading tokens (CLS, distillation, registers) that are never mixed; has_class_token: whether the
-    first prefix token is a CLS token ('cls' saliency and pooling read it).
+    first prefix token is a CLS token ('cls' saliency and pooling read it); num_classes: C, the classes
+    the model is built for (None: unknown; presets then keep their tau).
     """
     depth: Optional[int] = None
     num_tokens: Optional[int] = None
     num_prefix_tokens: int = 0
     has_class_token: bool = False
+    num_classes: Optional[int] = None
 
     @classmethod
     def from_prefix(cls, num_prefix_tokens: int, has_class_token: Optional[bool] = None) -> 'ModelContext':
@@ -316,16 +318,22 @@ class Preset:
         settings it leaves out keep their declared default.
     kappa_per_tokens: when set, `values['kappa']` is given per this many non-prefix tokens and scales
         with the model's token count: round(kappa * T / kappa_per_tokens), at least 1.
+    tau_classes: when set, tau (the preset's, else the declared default) is the threshold for this many
+        classes and scales with the log of the model's class count C: tau * ln C / ln tau_classes, the
+        same fraction of the chance-level cross-entropy ln C (docs/design.md §2.4).
     """
     name: str
     description: str
     values: Mapping[str, Any]
     kappa_per_tokens: Optional[int] = None
+    tau_classes: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_settings(self.values, owner=f'preset {self.name!r}')
         if self.kappa_per_tokens is not None and 'kappa' not in self.values:
             raise ValueError(f'preset {self.name!r} scales kappa but sets none')
+        if self.tau_classes is not None and self.tau_classes < 2:
+            raise ValueError(f'preset {self.name!r}: tau_classes must be >= 2, got {self.tau_classes}')
 
     def layers(self, depth: int) -> Dict[str, Tuple[int, ...]]:
         """The preset's block lists for a `depth`-block model: block index b becomes min(b, depth - 1)."""
@@ -333,12 +341,17 @@ class Preset:
                 for setting in SETTINGS if setting.kind == 'layers' and setting.name in self.values}
 
     def adapted(self, context: ModelContext) -> Dict[str, Any]:
-        """The values for `context`: block lists clamped to its depth (`layers`); kappa may scale with T."""
+        """The values for `context`: block lists clamped to its depth (`layers`); kappa may scale with T and
+        tau with ln C."""
         if context.depth is None or context.num_tokens is None:
             raise ValueError('a preset is adapted to a model of known depth and num_tokens')
         values = dict(self.values, **self.layers(context.depth))
         if self.kappa_per_tokens is not None:
             values['kappa'] = max(1, round(values['kappa'] * context.num_mixable_tokens / self.kappa_per_tokens))
+        if self.tau_classes is not None and context.num_classes is not None and context.num_classes >= 2 \
+                and context.num_classes != self.tau_classes and values.get('htm_layers', ()):
+            tau = values.get('tau', SETTING_DEFAULTS['tau'])
+            values['tau'] = round(tau * math.log(context.num_classes) / math.log(self.tau_classes), 4)
         return values
 
 
@@ -352,18 +365,19 @@ _VIT_GAP_SALIENCY = dict(saliency='mean')
 _VIT_GAP = dict(_VIT_GAP_SALIENCY, scorenet_pool='avg')
 
 PRESETS: Dict[str, Preset] = {preset.name: preset for preset in (
-    Preset('cct_cifar100_htm', 'CCT-7/3x1 on CIFAR-100 (paper Table 1): HTM in front of block 2',
-           dict(htm_layers=(2,))),
+    Preset('cct_cifar100_htm', 'CCT-7/3x1 on CIFAR-100 (paper Table 1): HTM in front of block 2; tau 2.0 for '
+           '100 classes, scaled by ln C', dict(htm_layers=(2,)), tau_classes=100),
     Preset('cct_cifar100_vtm', 'CCT-7/3x1 on CIFAR-100: VTM at block 2, kappa 80 per 256 tokens',
            dict(vtm_layers=(2,), kappa=80), kappa_per_tokens=256),
-    Preset('cct_cifar100_htm_vtm', 'CCT-7/3x1 on CIFAR-100: HTM in front of block 3, VTM at block 2, kappa 3',
-           dict(htm_layers=(3,), vtm_layers=(2,))),
-    Preset('cct_cifar10_htm', 'CCT-7/3x1 on CIFAR-10: HTM in front of block 2, tau 1.0, rho 0.003',
-           dict(_CCT_CIFAR10_HTM, htm_layers=(2,))),
+    Preset('cct_cifar100_htm_vtm', 'CCT-7/3x1 on CIFAR-100: HTM in front of block 3, VTM at block 2, kappa 3; '
+           'tau 2.0 for 100 classes, scaled by ln C', dict(htm_layers=(3,), vtm_layers=(2,)), tau_classes=100),
+    Preset('cct_cifar10_htm', 'CCT-7/3x1 on CIFAR-10: HTM in front of block 2, tau 1.0 for 10 classes (scaled by '
+           'ln C), rho 0.003', dict(_CCT_CIFAR10_HTM, htm_layers=(2,)), tau_classes=10),
     Preset('cct_cifar10_vtm', 'CCT-7/3x1 on CIFAR-10: VTM at block 1, kappa 5 per 256 tokens',
            dict(vtm_layers=(1,), kappa=5), kappa_per_tokens=256),
-    Preset('cct_cifar10_htm_vtm', 'CCT-7/3x1 on CIFAR-10: HTM in front of block 2, VTM at block 3, rho 0.004',
-           dict(_CCT_CIFAR10_HTM, htm_layers=(2,), vtm_layers=(3,), rho=0.004)),
+    Preset('cct_cifar10_htm_vtm', 'CCT-7/3x1 on CIFAR-10: HTM in front of block 2, VTM at block 3, rho 0.004; '
+           'tau 1.0 for 10 classes (scaled by ln C)',
+           dict(_CCT_CIFAR10_HTM, htm_layers=(2,), vtm_layers=(3,), rho=0.004), tau_classes=10),
     Preset('vit_imagenet_htm', 'ViT-B/16 on ImageNet (paper Table 2): HTM in front of block 3, CLS saliency, '
            'detached CLS ScoreNet', dict(_VIT_IMAGENET_HTM, htm_layers=(3,))),
     Preset('vit_imagenet_vtm', 'ViT-B/16 on ImageNet: VTM at block 3, kappa 3, CLS saliency',
