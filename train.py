@@ -329,8 +329,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _read_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
     """The keys of a YAML config file, which must be argument names (with underscores)."""
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise UsageError(f'-c {path}: cannot read it ({e.strerror or e})') from e
+    except yaml.YAMLError as e:
+        where = getattr(e, 'problem_mark', None)
+        line = f' at line {where.line + 1}, column {where.column + 1}' if where is not None else ''
+        raise UsageError(f'-c {path}: not valid YAML{line}: {getattr(e, "problem", None) or e}') from e
+    if not isinstance(config, dict):
+        raise UsageError(f'-c {path}: expected a mapping of argument names to values, got a {type(config).__name__}')
     unknown = sorted(set(config) - {action.dest for action in parser._actions})
     if unknown:
         raise UsageError(f'{path}: unknown keys {unknown} (use argument names with underscores)')

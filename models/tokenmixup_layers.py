@@ -227,8 +227,11 @@ class TokenMixupMixin:
         """`model(x, target)`: logits plus the targets to train against (docs/design.md §3)."""
         if self.num_classes == 0:
             raise ValueError('model(x, target) needs a classifier, but this model has num_classes=0')
-        if not isinstance(target, torch.Tensor) or target.ndim == 0 or target.shape[0] != x.shape[0]:
-            rows = f'{target.shape[0]} rows' if isinstance(target, torch.Tensor) and target.ndim else repr(target)
+        if not isinstance(target, torch.Tensor):
+            raise TypeError(f'target must be a torch.Tensor: (B,) int64 class indices or (B, C) float soft targets, '
+                            f'got {type(target).__name__}')
+        if target.ndim == 0 or target.shape[0] != x.shape[0]:
+            rows = f'{target.shape[0]} rows' if target.ndim else 'a scalar'
             raise ValueError(f'target must have one row per image: x has {x.shape[0]} images, target has {rows}')
         target = as_soft_target(target, self.num_classes)
         out = self.forward_blocks(self.embed_tokens(x), target, return_mix=return_mix)

@@ -204,6 +204,29 @@ def test_in_process_callers_get_the_usage_error(files):
         train.build_model(train.parse_args(['--tau', '-1']), num_classes=10)
 
 
+@pytest.mark.parametrize('text, expected', [
+    ('epochs: [1, 2\n', 'not valid YAML at line 2, column 1'),
+    ('epochs 3\n  lr: 0.1\n', 'not valid YAML at line 2'),
+    ('- epochs\n- 3\n', 'expected a mapping of argument names to values, got a list'),
+])
+def test_a_malformed_config_is_one_line_and_exit_2(tmp_path, text, expected):
+    config = tmp_path / 'bad.yaml'
+    config.write_text(text)
+    with pytest.raises(cli.UsageError, match=expected):
+        train.parse_args(['-c', str(config)])
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / 'train.py'), '-c', str(config)], cwd=REPO_ROOT,
+                               capture_output=True, text=True)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [f'train.py: error: -c {config}: ' +
+                                                     completed.stderr.split(f'-c {config}: ', 1)[1].strip()]
+    assert 'Traceback' not in completed.stderr and expected.split(' at ')[0] in completed.stderr
+
+
+def test_a_missing_config_is_a_usage_error(tmp_path):
+    with pytest.raises(cli.UsageError, match='cannot read it'):
+        train.parse_args(['-c', str(tmp_path / 'absent.yaml')])
+
+
 # ---------------------------------------------------------------------------------------------
 # switch flags and --amp on the CPU
 

@@ -114,6 +114,16 @@ def test_targets_of_another_batch_size_are_refused(name, mode, target):
         model(torch.randn(4, 3, 16, 16), target)
 
 
+@pytest.mark.parametrize('name', ['cct_2_3x2', 'vit_tiny_patch16_224_htm'])
+@pytest.mark.parametrize('target', [[1, 2, 3, 4], (0, 1, 2, 3), 3], ids=['list', 'tuple', 'int'])
+def test_a_target_that_is_not_a_tensor_is_a_type_error_asking_for_one(name, target):
+    kwargs = dict(img_size=16) if name.startswith('cct') else dict(img_size=32, patch_size=16)
+    model = timm.create_model(name, num_classes=10, **kwargs).train()
+    size = 16 if name.startswith('cct') else 32
+    with pytest.raises(TypeError, match=f'target must be a torch.Tensor: .* got {type(target).__name__}'):
+        model(torch.randn(4, 3, size, size), target)
+
+
 # ---------------------------------------------------------------------------------------------
 # CCT: meta device, device/dtype keywords, empty batches, the input size
 
