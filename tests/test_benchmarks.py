@@ -173,3 +173,26 @@ def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
     longer = study('--epochs', '2')
     assert all(run['epochs'] == 2 for run in longer['runs'])
     assert (folder / 'summary.csv').read_text().splitlines()[:2] == first_row  # resumed, not retrained
+
+
+def test_clean_vs_mixed_reports_a_checkpoint_on_clean_and_mixed_images(tmp_path):
+    """One epoch of cct_2_3x2_htm on a tiny idx folder: the clean numbers are consistent and the mixed forward
+    reports its HTM block."""
+    import train
+    from conftest import write_idx_folder
+    data = tmp_path / 'data'
+    write_idx_folder(data)
+    result = train.main(['--dataset', 'torch/fashion_mnist', '--data-dir', str(data), '--model', 'cct_2_3x2_htm',
+                         '--epochs', '1', '--batch-size', '20', '--workers', '0', '--warmup-epochs', '0',
+                         '--no-progress', '--output', str(tmp_path), '--experiment', 'run', '--tau', '100', '--rho', '0'])
+    checkpoint = str(Path(result['output_dir']) / 'last.pth.tar')
+    completed = run_script('clean_vs_mixed.py', checkpoint, '--split', 'test', '--train-split', 'train',
+                           '--count', '40', '--json')
+    assert completed.returncode == 0, completed.stderr
+    row, = json.loads(completed.stdout)['results']
+    clean = row['clean']
+    assert 0 <= clean['top1'] <= clean['top2'] <= 100
+    assert 0 < clean['second_prob'] <= clean['max_prob'] <= 1 and 0 < clean['most_predicted_share'] <= 1
+    block = row['mixed_train']['htm_blocks']['1']
+    assert block['mixed_share'] > 0.5  # tau 100, rho 0: every sample is easy and any saliency gain is taken
+    assert 0 < block['own_label_weight'] < 1 and 0 <= block['partner_of_other_class'] <= 1
