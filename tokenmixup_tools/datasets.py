@@ -5,8 +5,10 @@ quickstart runs with no download: 1,797 8x8 handwritten digits (UCI, CC BY 4.0; 
 `tokenmixup_tools/data/README.md` for provenance). Its split is fixed: sample i is in the validation
 split when i % 6 == 0 (300 images), in the training split otherwise (1,497 images).
 
-Any other name goes to timm's `create_dataset` (an ImageFolder under a data folder, `torch/cifar100`,
-`hfds/...`, ...); `dataset_num_classes` reads the class count every kind of dataset declares.
+`torch/fashion_mnist`, `torch/mnist` and `torch/kmnist` are read from their idx files (`idx_datasets`, no
+download while the files are there). Any other name goes to timm's `create_dataset` (an ImageFolder under a data
+folder, `torch/cifar100`, `hfds/...`, ...); `dataset_num_classes` reads the class count every kind of dataset
+declares.
 """
 import os
 from pathlib import Path
