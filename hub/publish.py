@@ -275,11 +275,13 @@ def _model_img_size(model: nn.Module) -> Optional[Tuple[int, int]]:
 
 
 def export_model_args(model: nn.Module, config: Dict[str, Any]) -> Dict[str, Any]:
-    """Every reconstruction argument of `model`: the resolved TokenMixup settings, num_classes, the image
-    size of fixed-size models and every other recorded keyword argument (drop rates aside)."""
+    """Every reconstruction argument of `model`: the resolved TokenMixup settings, the image size of fixed-size
+    models and every other recorded keyword argument (drop rates aside). num_classes is not one of them: it is
+    config.json's top-level `num_classes` and the pretrained cfg's, as timm writes it, which timm's loaders and
+    transformers' TimmWrapper pass as a keyword of their own."""
     record = describe_model(model, config['architecture'], config['model_kwargs'])
-    args = {key: value for key, value in record['model_kwargs'].items() if not _is_training_only(key)}
-    args['num_classes'] = record['num_classes']
+    args = {key: value for key, value in record['model_kwargs'].items()
+            if not _is_training_only(key) and key != 'num_classes'}
     size = _model_img_size(model)
     if model.pretrained_cfg.get('fixed_input_size', False) and 'img_size' not in args and size is not None:
         args['img_size'] = size[0] if size[0] == size[1] else list(size)

@@ -114,7 +114,7 @@ def test_config_json_records_every_tokenmixup_setting_explicitly(exported, run):
     config = json.loads((exported / 'config.json').read_text())
     record = load_training_checkpoint(run['checkpoint'])['model_config']
     assert config['architecture'] == 'cct_2_3x2_htm_vtm'
-    assert config['num_classes'] == config['model_args']['num_classes'] == 10
+    assert config['num_classes'] == 10 and 'num_classes' not in config['model_args']
     assert config['label_names'] == [str(digit) for digit in range(10)]
     for key in SETTING_NAMES:
         assert config['model_args'][key] == record['model_kwargs'][key], key
@@ -141,7 +141,7 @@ def test_model_card_renders_settings_recipe_results_usage_citation_licence(expor
     assert card.startswith('---\n') and 'library_name: timm' in card and 'license: apache-2.0' in card
     for key in SETTING_NAMES:
         assert f'| `{key}` |' in card, key
-    assert '| `htm_layers` | 1 |' in card and '| `tau` | 2 |' in card and '| `mask_reference` | own |' in card
+    assert '| `htm_layers` | 1 |' in card and '| `tau` | 1 |' in card and '| `mask_reference` | own |' in card
     assert '| epochs | 1 |' in card and '| optimizer | adamw |' in card and '| image size | 16 |' in card
     row = run['row']
     assert re.search(rf'\| cct_2_3x2_htm_vtm \| {row["top1"]:.6g} \| {row["top1_err"]:.6g} \|', card)
@@ -163,6 +163,19 @@ def test_local_dir_rebuilds_the_exact_model(exported, source_model):
     x = _images()
     with torch.no_grad():
         assert torch.equal(model(x), source_model(x))
+
+
+def test_the_folder_builds_as_transformers_timm_wrapper_builds_it(exported, source_model):
+    """transformers' TimmWrapper (AutoModelForImageClassification on a timm folder) calls
+    timm.create_model(architecture, pretrained=False, num_classes=num_labels, **model_args) and then loads
+    model.safetensors: model_args must not repeat num_classes, and the result must be the exported model."""
+    config = json.loads((exported / 'config.json').read_text())
+    model = timm.create_model(config['architecture'], pretrained=False, num_classes=len(config['label_names']),
+                              **config['model_args'])
+    model.load_state_dict(safetensors.torch.load_file(str(exported / 'model.safetensors')))
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(model.eval()(x), source_model(x), rtol=0, atol=0)
+    assert model.tokenmixup_cfg == source_model.tokenmixup_cfg
 
 
 def test_validate_on_local_dir_reproduces_the_checkpoint_top1(exported, run):
