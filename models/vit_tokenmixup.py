@@ -121,7 +121,6 @@ class VisionTransformerTokenMixup(TokenMixupMixin, VisionTransformer):
             self,
             x: torch.Tensor,
             target: Optional[torch.Tensor] = None,
-            *,
             attn_mask: Optional[torch.Tensor] = None,
             is_causal: bool = False,
             return_mix: bool = False,

@@ -805,3 +805,21 @@ def test_variant_tags_of_third_party_base_weights_say_so(name):
     assert 'not trained with TokenMixup' in description and 'ScoreNet starts fresh' in description
     assert name.split('.')[1] in description
     assert not timm.models.get_pretrained_cfg('cct_7_3x1.c100_300e').description
+
+
+@pytest.mark.parametrize('name', ['cct_2_3x2_htm_vtm', 'vit_tiny_patch16_224_htm_vtm', 'tokenmixup_vit'])
+def test_forward_takes_every_default_positionally(name):
+    """torch.onnx's legacy exporter (timm's onnx_export.py default) appends the default of every forward parameter
+    to the inputs, positionally: so forward has no keyword-only parameters, and with those defaults it is the
+    plain eval forward."""
+    import inspect
+    kwargs = dict(img_size=32) if name.startswith('cct') else dict(img_size=32, patch_size=16)
+    if name == 'tokenmixup_vit':
+        kwargs.update(base_model='deit_tiny_patch16_224', htm_layers=(1,))
+    model = timm.create_model(name, num_classes=10, **kwargs).eval()
+    parameters = list(inspect.signature(model.forward).parameters.values())
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters), parameters
+    x = torch.randn(2, 3, 32, 32)
+    defaults = [p.default for p in parameters[1:]]
+    with torch.no_grad():
+        assert torch.equal(model(x, *defaults), model(x))
