@@ -178,7 +178,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('Augmentation and regularisation')
     group.add_argument('--no-aug', action=NegativeFlagAction, default=False,
                        help='no training augmentation (--aug: augment)')
-    group.add_argument('--scale', type=float, nargs=2, default=[0.85, 1.0], metavar='PCT', help='random resized crop scale')
+    group.add_argument('--scale', type=float, nargs=2, default=[0.85, 1.0], metavar='PCT',
+                       help='random resized crop scale')
     group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.], metavar='RATIO',
                        help='random resized crop aspect ratio range')
     group.add_argument('--hflip', type=float, default=0.0, help='horizontal flip probability (digits: none)')
@@ -254,7 +255,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                        help='start a new run in a non-empty run folder, replacing its run files')
     group.add_argument('--eval-metric', default='top1', type=str, metavar='METRIC',
                        help='metric that ranks checkpoints (top1, top5, loss)')
-    group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor', help='torch.compile backend')
+    group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor',
+                       help='torch.compile backend')
     group.add_argument('--progress', default=None, action=argparse.BooleanOptionalAction,
                        help='progress bar (default: on an interactive terminal); plain log lines otherwise')
 
@@ -976,7 +978,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             output_dir = os.path.dirname(os.path.abspath(args.resume))
         else:
             experiment = args.experiment or '-'.join([
-                datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model), str(data_config['input_size'][-1])])
+                datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
+                str(data_config['input_size'][-1])])
             output_dir = get_outdir(args.output, 'train', experiment)
         saver = AtomicCheckpointSaver(
             model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler, task=task,

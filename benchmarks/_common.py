@@ -171,7 +171,7 @@ def calibrate_tau(model: nn.Module, images: torch.Tensor, target: torch.Tensor, 
     for index, htm in htm_layers(model):
         seen: List[torch.Tensor] = []
 
-        def record(module: HorizontalTokenMixup, args: Tuple[Any, ...]) -> None:
+        def record(module: HorizontalTokenMixup, args: Tuple[Any, ...], seen: List[torch.Tensor] = seen) -> None:
             seen.append(module.scorenet.difficulty(args[0], as_soft_target(args[1], module.num_classes)))
 
         handle = htm.register_forward_pre_hook(record)

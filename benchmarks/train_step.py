@@ -172,7 +172,9 @@ def time_train_steps(variants: List[Variant], args: argparse.Namespace, device: 
     times: Dict[str, List[float]] = {variant.name: [] for variant in variants}
     for round_index in range(args.warmup + args.repeats):
         images, target = make_batch(variants[0].model, args.batch_size, args.num_classes, device)
-        fns = {v.name: (lambda v=v: train_step(v, images, target, criterion, autocast, scaler)) for v in variants}
+        fns = {v.name: (lambda v=v, images=images, target=target: train_step(v, images, target, criterion, autocast,
+                                                                             scaler))
+               for v in variants}
         timed = round_index >= args.warmup
         result = interleaved(fns, device, repeats=1, warmup=0,
                              after=(lambda name, out: record_mixing(by_name[name], out)) if timed else None)

@@ -90,7 +90,8 @@ class VisionTransformerTokenMixup(TokenMixupMixin, VisionTransformer):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """timm's grouping, with each HTM module (its ScoreNet) in the group of the block it sits in front of."""
         matcher = dict(super().group_matcher(coarse))
-        blocks = list(matcher['blocks']) if isinstance(matcher['blocks'], (list, tuple)) else [(matcher['blocks'], None)]
+        blocks = matcher['blocks']
+        blocks = list(blocks) if isinstance(blocks, (list, tuple)) else [(blocks, None)]
         matcher['blocks'] = [blocks[0], (r'^htm\.(\d+)', None), *blocks[1:]]
         return matcher
 

@@ -66,7 +66,7 @@ def test_train_step_reports_every_variant_against_the_base():
     result = run_json('train_step.py', '--model', 'cct_2_3x2', '--memory-batch-size', '2', '--repeats', '2', *TINY)
     variants = result['variants']
     assert list(variants) == ['cct_2_3x2', 'cct_2_3x2_htm', 'cct_2_3x2_vtm', 'cct_2_3x2_htm_vtm']
-    for name, entry in variants.items():
+    for entry in variants.values():
         assert_positive_finite(entry, ['step_ms', 'step_ratio', 'eval_ms', 'eval_ratio', 'saved_bytes',
                                        'memory_ratio', 'memory_floor_ratio', 'memory_floor_with_norm_ratio'])
         assert entry['step_iqr_ms'] >= 0 and entry['step_q25_ms'] <= entry['step_ms'] <= entry['step_q75_ms']
@@ -184,7 +184,8 @@ def test_clean_vs_mixed_reports_a_checkpoint_on_clean_and_mixed_images(tmp_path)
     write_idx_folder(data)
     result = train.main(['--dataset', 'torch/fashion_mnist', '--data-dir', str(data), '--model', 'cct_2_3x2_htm',
                          '--epochs', '1', '--batch-size', '20', '--workers', '0', '--warmup-epochs', '0',
-                         '--no-progress', '--output', str(tmp_path), '--experiment', 'run', '--tau', '100', '--rho', '0'])
+                         '--no-progress', '--output', str(tmp_path), '--experiment', 'run', '--tau', '100',
+                         '--rho', '0'])
     checkpoint = str(Path(result['output_dir']) / 'last.pth.tar')
     completed = run_script('clean_vs_mixed.py', checkpoint, '--split', 'test', '--train-split', 'train',
                            '--count', '40', '--json')

@@ -761,7 +761,8 @@ def test_tokenmixup_runs_under_bfloat16_autocast():
 # torch.compile (docs/design.md §3: one ordinary call)
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings('ignore:Dynamo does not know how to trace the builtin')  # the Hungarian solver: a graph break
+# the Hungarian solver is a graph break
+@pytest.mark.filterwarnings('ignore:Dynamo does not know how to trace the builtin')
 def test_compiled_training_step_runs_with_finite_loss():
     """A compiled train step: soft-target CE on out.target plus out.aux_loss, then an SGD step.
 

@@ -67,7 +67,8 @@ def flat_statistics(
 ) -> Dict[str, torch.Tensor]:
     """{'htm{block}_{quantity}': tensor} for logging, blocks in order."""
     return OrderedDict(
-        (f'htm{block}_{quantity}', getattr(stats[block], quantity)) for block in sorted(stats) for quantity in quantities)
+        (f'htm{block}_{quantity}', getattr(stats[block], quantity))
+        for block in sorted(stats) for quantity in quantities)
 
 
 class HTMStatisticsMeter:

@@ -31,7 +31,10 @@ class VerticalAttentionOutput(NamedTuple):
     attn: Optional[torch.Tensor]
 
 
-def split_qkv(weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> Tuple[LinearWeights, LinearWeights, LinearWeights]:
+def split_qkv(
+        weight: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+) -> Tuple[LinearWeights, LinearWeights, LinearWeights]:
     """Split a fused (3 * E, D) qkv projection (timm's `Attention.qkv`) into q, k and v weights."""
     if weight.ndim != 2 or weight.shape[0] % 3:
         raise ValueError(f'weight must have shape (3 * E, D), got {tuple(weight.shape)}')

@@ -144,8 +144,8 @@ def _create_idx_dataset(name: str, split: str, data_dir: Optional[str], download
     """An MNIST-format split read from its idx files; torchvision downloads them only when they are missing and
     `download` allows it."""
     if not data_dir:
-        raise UsageError(f'needs a data folder: pass the folder holding its idx files with --data-dir '
-                         f'(e.g. /usr/share/datasets/fashion-mnist from Debian\'s dataset-fashion-mnist)')
+        raise UsageError('needs a data folder: pass the folder holding its idx files with --data-dir '
+                         '(e.g. /usr/share/datasets/fashion-mnist from Debian\'s dataset-fashion-mnist)')
     if not download and not os.path.isdir(data_dir):
         raise UsageError(f'--data-dir {data_dir}: no such folder')
     try:

@@ -251,7 +251,8 @@ def draw_curriculum(summary_path: str, path: str, title: str = '') -> Curriculum
     figure = _figure('the curriculum picture', CURRICULUM_FIGURE_PX)
     mixed_axes, replaced_axes, top1_axes = figure.subplots(1, 3)
     for block in series.mixed_samples:
-        mixed_axes.plot(series.epochs, series.mixed_samples[block], marker='o', markersize=3, label=f'HTM block {block}')
+        mixed_axes.plot(series.epochs, series.mixed_samples[block], marker='o', markersize=3,
+                        label=f'HTM block {block}')
         replaced_axes.plot(series.epochs, series.replaced_tokens[block], marker='o', markersize=3,
                            label=f'HTM block {block}')
     if not series.mixed_samples:
