@@ -299,9 +299,10 @@ def mix_command(args: argparse.Namespace) -> Dict[str, Any]:
     pairs = replaced_pairs(out, block, args.pairs)
     stats = out.stats[block]
     if not pairs:
+        config = model.htm[str(block)].config
         raise UsageError(
             f'HTM at block {block} mixed no sample of this batch ({int(stats.easy_samples)} easy at tau '
-            f'{model.htm[str(block)].tau}, none with a token gain above rho {model.htm[str(block)].rho}): try another '
+            f'{config.tau}, none with a token gain above rho {config.rho}): try another '
             '--seed, a trained model, or --model-kwargs tau=... rho=...')
     class_names = [str(index) for index in range(model.num_classes)]
     folder = _output_folder(args)

@@ -6,6 +6,7 @@ range) and the JSON/table output. Not a script: the scripts import it (they run 
 `sys.path[0]`) after putting the repository root on `sys.path`.
 """
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -179,7 +180,8 @@ def calibrate_tau(model: nn.Module, images: torch.Tensor, target: torch.Tensor, 
             model(images, target)
         finally:
             handle.remove()
-        htm.tau = taus[index] = tau_for_fraction(seen[0], fraction)
+        taus[index] = tau_for_fraction(seen[0], fraction)
+        htm.config = dataclasses.replace(htm.config, tau=taus[index])
     return taus
 
 

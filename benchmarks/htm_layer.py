@@ -23,6 +23,7 @@ quoting the command line with every number:
         [--amp [--amp-dtype float16|bfloat16]] [--seed 0] [--json]
 """
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -99,7 +100,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     x = block_inputs(model, images, block)[0].detach().requires_grad_(True)
     if args.easy_fraction is not None:
         with torch.no_grad():
-            htm.tau = random_tokens.tau = tau_for_fraction(htm.scorenet.difficulty(x, target), args.easy_fraction)
+            tau = tau_for_fraction(htm.scorenet.difficulty(x, target), args.easy_fraction)
+            htm.config = dataclasses.replace(htm.config, tau=tau)
+            random_tokens.config = dataclasses.replace(random_tokens.config, tau=tau)
 
     counts: Dict[str, Dict[str, List[float]]] = {name: {'easy': [], 'mixed': [], 'replaced': []} for name in LAYERS}
 
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         'model': args.model, 'batch_size': args.batch_size, 'img_size': list(image_size(model)),
         'num_classes': args.num_classes, 'device': str(device), 'repeats': args.repeats, 'warmup': args.warmup,
         'threads': torch.get_num_threads(), 'amp': args.amp, 'amp_dtype': args.amp_dtype if args.amp else None,
-        'block': block, 'tokens': x.shape[1], 'tau': float(htm.tau), 'rho': float(htm.rho),
+        'block': block, 'tokens': x.shape[1], 'tau': float(htm.config.tau), 'rho': float(htm.config.rho),
         'easy_fraction': args.easy_fraction, 'seed': args.seed, 'command': command_line(),
     }
     result['versions'] = versions(device)

@@ -373,7 +373,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         entry['memory_meets_goal'] = None if is_base else entry['memory_ratio'] <= memory_goal
         entry['goal_below_floor'] = None if is_base else memory_goal < entry['memory_floor_ratio']
         entry['goal_below_floor_with_norm'] = None if is_base else memory_goal < entry['memory_floor_with_norm_ratio']
-        entry['htm_tau'] = {str(block): float(htm.tau) for block, htm in htm_layers(variant.model)}
+        entry['htm_tau'] = {str(block): float(htm.config.tau) for block, htm in htm_layers(variant.model)}
         entry['htm_easy_samples'] = mean_per_block(variant.easy)
         entry['htm_mixed_samples'] = mean_per_block(variant.mixed)
         if htm_layers(variant.model):

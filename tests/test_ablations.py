@@ -149,7 +149,7 @@ def test_manifold_alpha_must_be_positive(name, value):
 def test_every_switch_trains_a_model_from_create_model(settings):
     model = timm.create_model('cct_2_3x2_htm', num_classes=10, img_size=16, tau=1e9, rho=0.0, **settings).train()
     for name, value in settings.items():
-        assert getattr(model.htm['1'], name) == value
+        assert getattr(model.htm['1'].config, name) == value
     images, labels = torch.randn(6, 3, 16, 16), torch.arange(6)
     out = model(images, labels)
     assert out.stats[1].mixed_samples > 0

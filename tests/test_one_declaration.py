@@ -1,6 +1,6 @@
 """A setting declared once reaches every consumer (docs/design.md §2.4, §7).
 
-The test copies the sources, adds one `Setting` to the declaration in `tokenmixup/settings.py` and nothing
+The test copies the sources, adds one field to `TokenMixupConfig` in `tokenmixup/settings.py` and nothing
 else, and finds the new setting in `timm.create_model` (keyword argument, signature, HTM module), in
 `train.py --help` and its parsed flags, in the checkpoint record and in the model card.
 """
@@ -20,8 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # the configs of the paper's rows (the others are recipes for other datasets, shared by a study's arms)
 PAPER_CONFIGS = sorted(path for path in (REPO_ROOT / 'configs').glob('*.yaml')
                        if path.stem.startswith(('cifar', 'imagenet')))
-ANCHOR = "    Setting('manifold_alpha',"
-DUMMY = "    Setting('dummy_setting', 'count', 7, 'a setting that only this test declares', scope='htm'),\n"
+ANCHOR = '    manifold_alpha: float = setting('
+DUMMY = "    dummy_setting: int = setting('count', 7, 'a setting that only this test declares', scope='htm')\n"
 
 PROBE = r'''
 import inspect, json, sys
@@ -33,7 +33,7 @@ from tokenmixup_tools.checkpoints import describe_model
 report = {'tokenmixup_file': tokenmixup.__file__}
 model = timm.create_model('cct_2_3x2_htm', num_classes=10, dummy_setting=9)
 report['config'] = model.tokenmixup_cfg.dummy_setting
-report['module'] = model.htm['1'].dummy_setting
+report['module'] = model.htm['1'].config.dummy_setting
 report['signature_default'] = inspect.signature(models.CCT).parameters['dummy_setting'].default
 report['vit_signature'] = 'dummy_setting' in inspect.signature(models.VisionTransformerTokenMixup).parameters
 try:
@@ -113,8 +113,8 @@ def test_ablation_flags_and_presets_reach_the_model():
                              '--label-mixing', 'count', '--tokenmixup-preset', 'cct_cifar10_htm'])
     model, record = train.build_model(args, num_classes=10)
     htm = model.htm['1']
-    assert (htm.pairing, htm.difficulty_gating, htm.label_mixing) == ('random', False, 'count')
-    assert (htm.tau, htm.rho) == (1.0, 0.003)  # from the preset
+    assert (htm.config.pairing, htm.config.difficulty_gating, htm.config.label_mixing) == ('random', False, 'count')
+    assert (htm.config.tau, htm.config.rho) == (1.0, 0.003)  # from the preset
     assert record['model_kwargs']['pairing'] == 'random'
     assert 'tokenmixup_preset' not in record['model_kwargs']  # resolved into the settings
     with pytest.raises(SystemExit):

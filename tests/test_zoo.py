@@ -294,7 +294,8 @@ def test_htm_kwargs_reach_the_htm_module():
     """create_model('cct_7_3x1', htm_layers=(1,), tau=0.5) builds HTM in front of block 1 with tau 0.5."""
     model = timm.create_model('cct_7_3x1', htm_layers=(1,), tau=0.5, rho=0.02, scorenet_lambda=0.25)
     assert list(model.htm.keys()) == ['1']
-    assert (model.htm['1'].tau, model.htm['1'].rho, model.htm['1'].scorenet_lambda) == (0.5, 0.02, 0.25)
+    config = model.htm['1'].config
+    assert (config.tau, config.rho, config.scorenet_lambda) == (0.5, 0.02, 0.25)
     assert any(name.startswith('htm.1.scorenet.') for name, _ in model.named_parameters())
 
 

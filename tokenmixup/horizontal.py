@@ -14,7 +14,7 @@ import torch.nn as nn
 from .functional import attention_saliency, finite_samples, horizontal_mix, manifold_mix, pair_gain
 from .output import HTMStatistics
 from .scorenet import ScoreNet
-from .settings import ModelContext, check_settings, settings_in_scope, settings_signature
+from .settings import ModelContext, TokenMixupConfig, check_settings, settings_in_scope, settings_signature
 from .targets import as_soft_target
 
 __all__ = ['HorizontalTokenMixup', 'HorizontalTokenMixupResult']
@@ -38,11 +38,11 @@ class HorizontalTokenMixup(nn.Module):
         num_prefix_tokens: P, leading tokens (CLS, ...) that are never mixed.
         has_class_token: whether token 0 is a CLS token (default: whenever P >= 1); 'cls' saliency and
             ScoreNet pooling need one.
-        **settings: the HTM settings of `tokenmixup.settings.SETTINGS` (tau, rho, scorenet_lambda,
+        **settings: the HTM settings of `tokenmixup.TokenMixupConfig` (tau, rho, scorenet_lambda,
             scorenet_pool, scorenet_detach, saliency, mask_reference, difficulty_gating, pairing,
             token_selection, label_mixing, mixing, manifold_alpha), each defaulting to its declared
-            default and checked by `check_settings`. tau is a cross-entropy threshold: the released
-            code thresholds CE / 10 <= tau, so its tau 0.1 / 0.2 are 1.0 / 2.0 here.
+            default and checked by `check_settings`, held as `self.config`. tau is a cross-entropy threshold:
+            the released code thresholds CE / 10 <= tau, so its tau 0.1 / 0.2 are 1.0 / 2.0 here.
     """
 
     def __init__(
@@ -55,21 +55,19 @@ class HorizontalTokenMixup(nn.Module):
     ) -> None:
         super().__init__()
         context = ModelContext.from_prefix(num_prefix_tokens, has_class_token)
-        values = {setting.name: setting.default for setting in settings_in_scope('htm')}
-        values.update(check_settings(settings, owner='HorizontalTokenMixup', scope='htm'))
-        values = check_settings(values, context)
-        for name, value in values.items():
-            setattr(self, name, value)
+        values = check_settings(settings, owner='HorizontalTokenMixup', scope='htm')
+        self.config = TokenMixupConfig(**values)  # the HTM settings given, the others at their declared defaults
+        check_settings(self.config.scope('htm'), context)
         self.num_prefix_tokens = num_prefix_tokens
-        self.scorenet = ScoreNet(dim, num_classes, pool=self.scorenet_pool, num_prefix_tokens=num_prefix_tokens,
-                                 has_class_token=context.has_class_token)
+        self.scorenet = ScoreNet(dim, num_classes, pool=self.config.scorenet_pool,
+                                 num_prefix_tokens=num_prefix_tokens, has_class_token=context.has_class_token)
 
     @property
     def num_classes(self) -> int:
         return self.scorenet.num_classes
 
     def extra_repr(self) -> str:
-        return ', '.join(f'{setting.name}={getattr(self, setting.name)!r}' for setting in settings_in_scope('htm'))
+        return ', '.join(f'{name}={value!r}' for name, value in self.config.scope('htm').items())
 
     def reset_classifier(self, num_classes: int) -> None:
         """Rebuild the ScoreNet's classifier for `num_classes` (0 disables mixing)."""
@@ -82,11 +80,11 @@ class HorizontalTokenMixup(nn.Module):
     @property
     def needs_saliency(self) -> bool:
         """Whether `forward` reads saliency (manifold mixup does not)."""
-        return self.mixing == 'token'
+        return self.config.mixing == 'token'
 
     def compute_saliency(self, attn: torch.Tensor) -> torch.Tensor:
         """(B, H, Q, N) attention probabilities of the consuming block -> (B, T) float32 saliency."""
-        return attention_saliency(attn, self.num_prefix_tokens, self.saliency)
+        return attention_saliency(attn, self.num_prefix_tokens, self.config.saliency)
 
     def forward(
             self,
@@ -115,22 +113,23 @@ class HorizontalTokenMixup(nn.Module):
         if self.num_classes == 0:
             raise ValueError('HorizontalTokenMixup has num_classes=0: targets cannot be mixed without a classifier')
         target = as_soft_target(target, self.num_classes)
-        scorenet_input = x.detach() if self.scorenet_detach else x
+        scorenet_input = x.detach() if self.config.scorenet_detach else x
         difficulty = self.scorenet.difficulty(scorenet_input, target)
-        loss = self.scorenet_lambda * (difficulty.mean() if difficulty.shape[0] else difficulty.sum())  # 0 if empty
-        if self.mixing == 'token' and saliency is None:
-            raise ValueError(f'saliency is needed with mixing={self.mixing!r}, got None')
+        config = self.config
+        loss = config.scorenet_lambda * (difficulty.mean() if difficulty.shape[0] else difficulty.sum())  # 0 if empty
+        if self.config.mixing == 'token' and saliency is None:
+            raise ValueError(f'saliency is needed with mixing={self.config.mixing!r}, got None')
         finite = finite_samples(x, saliency)
-        if self.mixing == 'manifold':
+        if self.config.mixing == 'manifold':
             easy = finite
-            mixed = manifold_mix(x, target, self.manifold_alpha, num_prefix_tokens=self.num_prefix_tokens)
+            mixed = manifold_mix(x, target, self.config.manifold_alpha, num_prefix_tokens=self.num_prefix_tokens)
         else:
-            easy = difficulty.detach() < self.tau if self.difficulty_gating else torch.ones_like(finite)
+            easy = difficulty.detach() < self.config.tau if self.config.difficulty_gating else torch.ones_like(finite)
             easy = easy & finite
             mixed = horizontal_mix(
-                x, target, saliency, easy, self.rho, num_prefix_tokens=self.num_prefix_tokens,
-                mask_reference=self.mask_reference, pairing=self.pairing, token_selection=self.token_selection,
-                label_mixing=self.label_mixing)
+                x, target, saliency, easy, config.rho, num_prefix_tokens=self.num_prefix_tokens,
+                mask_reference=config.mask_reference, pairing=config.pairing, token_selection=config.token_selection,
+                label_mixing=config.label_mixing)
         stats = self._statistics(difficulty.detach(), easy, finite, saliency, mixed.mask, mixed.partner, return_mix)
         return HorizontalTokenMixupResult(mixed.x, mixed.y, loss, stats)
 
@@ -150,7 +149,7 @@ class HorizontalTokenMixup(nn.Module):
         if saliency is None:  # manifold mixup: no saliency, no gain
             gain = torch.zeros_like(difficulty)
         else:
-            gain = pair_gain(saliency, saliency[partner], self.rho)
+            gain = pair_gain(saliency, saliency[partner], self.config.rho)
         easy_gain = torch.where(easy, gain, torch.zeros_like(gain))
         empty = difficulty.shape[0] == 0  # an empty batch: zeros, not reductions over nothing
         zero = difficulty.new_zeros(())

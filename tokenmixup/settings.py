@@ -1,11 +1,11 @@
 """ TokenMixup settings, each declared once
 
-`SETTINGS` is the single declaration of every TokenMixup setting: its name, kind, default, allowed
-values and a one-line help. Everything else is derived from it: `TokenMixupConfig` (a frozen
-dataclass with one field per setting), the one validator `check_settings` (used by the model
+`TokenMixupConfig` declares every TokenMixup setting once, as one field of a frozen dataclass whose metadata
+holds its kind, allowed values, scope and a one-line help; `SETTINGS` is read from those fields. Everything
+else is derived from them: the one validator `check_settings` (used by the model
 constructors, `HorizontalTokenMixup`, `VerticalTokenMixup`, `ScoreNet` and the functional API), the
 keyword arguments of the zoo's model constructors, train.py's TokenMixup flags, the checkpoint record
-and the model card. Adding a setting means adding a `Setting` here and the code that uses it.
+and the model card. Adding a setting means adding a field to `TokenMixupConfig` and the code that uses it.
 
 `PRESETS` names the recipes of the paper (CCT on CIFAR-100 and CIFAR-10, ViT on ImageNet) as setting
 values for a reference model; `resolve_settings` adapts a preset to the model being built and lays the
@@ -14,14 +14,15 @@ caller's explicit settings over it (declared default < preset < explicit). See d
 import inspect
 import math
 import numbers
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = [
-    'Setting', 'SETTINGS', 'SETTING_NAMES', 'SETTING_DEFAULTS', 'TokenMixupConfig', 'ModelContext', 'Preset', 'PRESETS',
+    'Setting', 'setting', 'SETTINGS', 'SETTING_NAMES', 'SETTING_DEFAULTS', 'TokenMixupConfig', 'ModelContext', 'Preset',
+    'PRESETS',
     'check_settings', 'resolve_settings', 'settings_in_scope', 'settings_signature',
     'SALIENCY_REDUCTIONS', 'SCORENET_POOLS', 'MASK_REFERENCES', 'PAIRINGS', 'TOKEN_SELECTIONS', 'LABEL_MIXINGS',
     'MIXINGS',
@@ -157,42 +158,81 @@ def _check_value(setting: Setting, value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # the declaration
 
-SETTINGS: Tuple[Setting, ...] = (
-    Setting('htm_layers', 'layers', (), 'blocks with Horizontal TokenMixup in front of them (0-based); empty: HTM off',
-            scope='model'),
-    Setting('vtm_layers', 'layers', (), 'blocks that run as Vertical TokenMixup blocks (0-based, >= 1); empty: VTM off',
-            scope='model', minimum=1),
-    Setting('tau', 'nonnegative', 2.0,
-            'HTM difficulty threshold: a sample is easy when its ScoreNet cross-entropy < tau',
-            scope='htm'),
-    Setting('rho', 'nonnegative', 0.005, 'HTM minimum per-token saliency gain for a token to be replaced (Eq. 6, 9)',
-            scope='htm'),
-    Setting('kappa', 'count', 3, 'VTM: salient tokens each earlier block adds to the memory (at most the token count)',
-            scope='vtm'),
-    Setting('scorenet_lambda', 'nonnegative', 0.001, 'weight of the ScoreNet loss in the training loss', scope='htm'),
-    Setting('scorenet_pool', 'choice', 'attn', 'ScoreNet pooling: attn (SeqPool), avg, or cls (needs a CLS token)',
-            scope='htm', choices=SCORENET_POOLS),
-    Setting('scorenet_detach', 'bool', False,
-            'the ScoreNet reads detached tokens, so its loss does not shape the trunk',
-            scope='htm'),
-    Setting('saliency', 'choice', 'mean', 'attention reduction into token saliency: mean over queries (Eq. 3) or '
-            'the CLS row (needs a CLS token)', scope='htm+vtm', choices=SALIENCY_REDUCTIONS),
-    Setting('vtm_detach', 'bool', False, 'no gradient into the VTM memory', scope='vtm'),
-    Setting('mask_reference', 'choice', 'own', "HTM replacement mask against each sample's own saliency (Eq. 9) or "
-            "the first easy sample's (the released code)", scope='htm', choices=MASK_REFERENCES),
-    Setting('difficulty_gating', 'bool', True, 'HTM mixes only easy samples (Table 4 ablates it: every sample is '
-            'mixed, the ScoreNet is still trained)', scope='htm'),
-    Setting('pairing', 'choice', 'hungarian', 'HTM partners by Hungarian matching on the saliency gain (Eq. 7), or '
-            'random distinct partners (Table 4 ablation)', scope='htm', choices=PAIRINGS),
-    Setting('token_selection', 'choice', 'saliency', 'HTM replaces the tokens the saliency mask selects (Eq. 9), or '
-            'as many at random positions (Table 4 ablation)', scope='htm', choices=TOKEN_SELECTIONS),
-    Setting('label_mixing', 'choice', 'saliency', 'HTM label weights from the saliency of kept and taken tokens '
-            '(Eq. 11), or from their counts (Table 4 ablation)', scope='htm', choices=LABEL_MIXINGS),
-    Setting('mixing', 'choice', 'token', 'at the HTM block: TokenMixup, or manifold mixup of whole token sets of '
-            'all samples (Table 5 comparison)', scope='htm', choices=MIXINGS),
-    Setting('manifold_alpha', 'positive', 2.0, "manifold mixup's Beta(alpha, alpha) interpolation weight",
-            scope='htm'),
-)
+def setting(
+        kind: str,
+        default: Any,
+        help: str,
+        scope: str,
+        choices: Tuple[str, ...] = (),
+        minimum: int = 0,
+) -> Any:
+    """A field of `TokenMixupConfig` that declares one setting: its default, and in its metadata the rest of its
+    `Setting` (kind, help, scope, choices, minimum)."""
+    return field(default=default, metadata=MappingProxyType(
+        dict(kind=kind, help=help, scope=scope, choices=choices, minimum=minimum)))
+
+
+@dataclass(frozen=True)
+class TokenMixupConfig:
+    """The TokenMixup settings of a model, and the declaration of every setting: one field each, whose metadata
+    holds its kind, help, scope and choices (`SETTINGS` is read from these fields). Values are checked and made
+    plain Python data on construction (tuples for block lists); the checks that need the model are
+    `check_settings(values, context)`'s."""
+    htm_layers: Tuple[int, ...] = setting(
+        'layers', (), 'blocks with Horizontal TokenMixup in front of them (0-based); empty: HTM off', scope='model')
+    vtm_layers: Tuple[int, ...] = setting(
+        'layers', (), 'blocks that run as Vertical TokenMixup blocks (0-based, >= 1); empty: VTM off', scope='model',
+        minimum=1)
+    tau: float = setting(
+        'nonnegative', 2.0, 'HTM difficulty threshold: a sample is easy when its ScoreNet cross-entropy < tau',
+        scope='htm')
+    rho: float = setting(
+        'nonnegative', 0.005, 'HTM minimum per-token saliency gain for a token to be replaced (Eq. 6, 9)', scope='htm')
+    kappa: int = setting(
+        'count', 3, 'VTM: salient tokens each earlier block adds to the memory (at most the token count)', scope='vtm')
+    scorenet_lambda: float = setting(
+        'nonnegative', 0.001, 'weight of the ScoreNet loss in the training loss', scope='htm')
+    scorenet_pool: str = setting(
+        'choice', 'attn', 'ScoreNet pooling: attn (SeqPool), avg, or cls (needs a CLS token)', scope='htm',
+        choices=SCORENET_POOLS)
+    scorenet_detach: bool = setting(
+        'bool', False, 'the ScoreNet reads detached tokens, so its loss does not shape the trunk', scope='htm')
+    saliency: str = setting(
+        'choice', 'mean', 'attention reduction into token saliency: mean over queries (Eq. 3) or the CLS row (needs a '
+        'CLS token)', scope='htm+vtm', choices=SALIENCY_REDUCTIONS)
+    vtm_detach: bool = setting('bool', False, 'no gradient into the VTM memory', scope='vtm')
+    mask_reference: str = setting(
+        'choice', 'own', "HTM replacement mask against each sample's own saliency (Eq. 9) or the first easy sample's "
+        '(the released code)', scope='htm', choices=MASK_REFERENCES)
+    difficulty_gating: bool = setting(
+        'bool', True, 'HTM mixes only easy samples (Table 4 ablates it: every sample is mixed, the ScoreNet is still '
+        'trained)', scope='htm')
+    pairing: str = setting(
+        'choice', 'hungarian', 'HTM partners by Hungarian matching on the saliency gain (Eq. 7), or random distinct '
+        'partners (Table 4 ablation)', scope='htm', choices=PAIRINGS)
+    token_selection: str = setting(
+        'choice', 'saliency', 'HTM replaces the tokens the saliency mask selects (Eq. 9), or as many at random '
+        'positions (Table 4 ablation)', scope='htm', choices=TOKEN_SELECTIONS)
+    label_mixing: str = setting(
+        'choice', 'saliency', 'HTM label weights from the saliency of kept and taken tokens (Eq. 11), or from their '
+        'counts (Table 4 ablation)', scope='htm', choices=LABEL_MIXINGS)
+    mixing: str = setting(
+        'choice', 'token', 'at the HTM block: TokenMixup, or manifold mixup of whole token sets of all samples '
+        '(Table 5 comparison)', scope='htm', choices=MIXINGS)
+    manifold_alpha: float = setting(
+        'positive', 2.0, "manifold mixup's Beta(alpha, alpha) interpolation weight", scope='htm')
+
+    def __post_init__(self) -> None:
+        for name, value in check_settings({f.name: getattr(self, f.name) for f in fields(self)}).items():
+            object.__setattr__(self, name, value)
+
+    def scope(self, scope: str) -> Dict[str, Any]:
+        """The values of the settings that a module of `scope` ('htm' or 'vtm') takes."""
+        return {declared.name: getattr(self, declared.name) for declared in settings_in_scope(scope)}
+
+
+SETTINGS: Tuple[Setting, ...] = tuple(
+    Setting(declared.name, default=declared.default, **declared.metadata) for declared in fields(TokenMixupConfig))
 
 SETTING_NAMES: Tuple[str, ...] = tuple(setting.name for setting in SETTINGS)
 SETTING_DEFAULTS: Mapping[str, Any] = MappingProxyType({setting.name: setting.default for setting in SETTINGS})
@@ -292,23 +332,6 @@ def settings_signature(
 
 # ---------------------------------------------------------------------------------------------
 # the settings of one model
-
-def _config_scope(self, scope: str) -> Dict[str, Any]:
-    """The values of the settings that a module of `scope` ('htm' or 'vtm') takes."""
-    return {setting.name: getattr(self, setting.name) for setting in settings_in_scope(scope)}
-
-
-TokenMixupConfig = make_dataclass(
-    'TokenMixupConfig',
-    [(setting.name, setting.annotation, field(default=setting.default)) for setting in SETTINGS],
-    frozen=True,
-    namespace={
-        '__module__': __name__,
-        '__doc__': 'The resolved TokenMixup settings of a model: one field per entry of `SETTINGS`.',
-        'scope': _config_scope,
-    },
-)
-
 
 @dataclass(frozen=True)
 class Preset:

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional import attention_saliency, select_salient_tokens
-from .settings import ModelContext, check_settings, settings_in_scope, settings_signature
+from .settings import ModelContext, TokenMixupConfig, check_settings, settings_in_scope, settings_signature
 
 __all__ = [
     'LinearWeights', 'VerticalAttentionOutput', 'VerticalTokenMixup', 'split_qkv', 'attention_weights',
@@ -210,21 +210,20 @@ class VerticalTokenMixup(nn.Module):
     Args:
         num_prefix_tokens: P, leading tokens that never enter the memory.
         has_class_token: whether token 0 is a CLS token (default: whenever P >= 1).
-        **settings: the VTM settings of `tokenmixup.settings.SETTINGS` (kappa, saliency, vtm_detach),
-            each defaulting to its declared default.
+        **settings: the VTM settings of `tokenmixup.TokenMixupConfig` (kappa, saliency, vtm_detach),
+            each defaulting to its declared default; held as `self.config`.
     """
 
     def __init__(self, num_prefix_tokens: int = 0, has_class_token: Optional[bool] = None, **settings: Any) -> None:
         super().__init__()
         context = ModelContext.from_prefix(num_prefix_tokens, has_class_token)
-        values = {setting.name: setting.default for setting in settings_in_scope('vtm')}
-        values.update(check_settings(settings, owner='VerticalTokenMixup', scope='vtm'))
-        for name, value in check_settings(values, context).items():
-            setattr(self, name, value)
+        values = check_settings(settings, owner='VerticalTokenMixup', scope='vtm')
+        self.config = TokenMixupConfig(**values)  # the VTM settings given, the others at their declared defaults
+        check_settings(self.config.scope('vtm'), context)
         self.num_prefix_tokens = num_prefix_tokens
 
     def extra_repr(self) -> str:
-        return ', '.join(f'{setting.name}={getattr(self, setting.name)!r}' for setting in settings_in_scope('vtm'))
+        return ', '.join(f'{name}={value!r}' for name, value in self.config.scope('vtm').items())
 
     def memory_tokens(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """One block's contribution: its kappa most salient input tokens.
@@ -237,13 +236,13 @@ class VerticalTokenMixup(nn.Module):
         Returns:
             (B, kappa, D), most salient first (gradient flows into x).
         """
-        saliency = attention_saliency(attn[..., :x.shape[1]], self.num_prefix_tokens, self.saliency)
-        return select_salient_tokens(x, saliency, self.kappa, self.num_prefix_tokens)
+        saliency = attention_saliency(attn[..., :x.shape[1]], self.num_prefix_tokens, self.config.saliency)
+        return select_salient_tokens(x, saliency, self.config.kappa, self.num_prefix_tokens)
 
     def context(self, memory: Sequence[torch.Tensor]) -> torch.Tensor:
         """(B, L * kappa, D): the contributions of the L earlier blocks, detached with vtm_detach."""
         context = torch.cat(list(memory), dim=1)
-        return context.detach() if self.vtm_detach else context
+        return context.detach() if self.config.vtm_detach else context
 
 
 VerticalTokenMixup.__init__.__signature__ = settings_signature(VerticalTokenMixup.__init__, settings_in_scope('vtm'))
