@@ -117,14 +117,14 @@ class HorizontalTokenMixup(nn.Module):
         difficulty = self.scorenet.difficulty(scorenet_input, target)
         config = self.config
         loss = config.scorenet_lambda * (difficulty.mean() if difficulty.shape[0] else difficulty.sum())  # 0 if empty
-        if self.config.mixing == 'token' and saliency is None:
-            raise ValueError(f'saliency is needed with mixing={self.config.mixing!r}, got None')
         finite = finite_samples(x, saliency)
-        if self.config.mixing == 'manifold':
+        if config.mixing == 'manifold':
             easy = finite
-            mixed = manifold_mix(x, target, self.config.manifold_alpha, num_prefix_tokens=self.num_prefix_tokens)
+            mixed = manifold_mix(x, target, config.manifold_alpha, num_prefix_tokens=self.num_prefix_tokens)
         else:
-            easy = difficulty.detach() < self.config.tau if self.config.difficulty_gating else torch.ones_like(finite)
+            if saliency is None:
+                raise ValueError(f'saliency is needed with mixing={config.mixing!r}, got None')
+            easy = difficulty.detach() < config.tau if config.difficulty_gating else torch.ones_like(finite)
             easy = easy & finite
             mixed = horizontal_mix(
                 x, target, saliency, easy, config.rho, num_prefix_tokens=self.num_prefix_tokens,
@@ -167,5 +167,5 @@ class HorizontalTokenMixup(nn.Module):
         )
 
 
-HorizontalTokenMixup.__init__.__signature__ = settings_signature(
+HorizontalTokenMixup.__init__.__signature__ = settings_signature(  # type: ignore[attr-defined]
     HorizontalTokenMixup.__init__, settings_in_scope('htm'))

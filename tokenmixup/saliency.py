@@ -49,6 +49,7 @@ def attention_rollout(
             raise ValueError(
                 f'attns[{index}] has {tuple(head_mean.shape[-2:])} tokens, expected {tuple(rollout.shape[-2:])}')
         rollout = head_mean if rollout is None else head_mean @ rollout
+    assert rollout is not None  # attns holds at least one map
     return attention_saliency(rollout.unsqueeze(1), num_prefix_tokens, reduce)
 
 

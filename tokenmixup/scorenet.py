@@ -74,6 +74,7 @@ class ScoreNet(nn.Module):
         tokens = x[:, self.num_prefix_tokens:]
         if self.pool == 'avg':
             return tokens.mean(dim=1)
+        assert self.attn_pool is not None  # pool == 'attn'
         weights = self.attn_pool(tokens).softmax(dim=1)  # (B, T, 1)
         return (weights.transpose(1, 2) @ tokens).squeeze(1)
 

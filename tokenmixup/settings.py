@@ -244,12 +244,14 @@ _BY_NAME: Dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 
 def _check_in_context(values: Mapping[str, Any], context: ModelContext) -> None:
     """The checks that depend on the model: block range, kappa against T, a CLS token for 'cls'."""
-    for name in ('htm_layers', 'vtm_layers'):
-        for index in values.get(name, ()) if context.depth is not None else ():
-            if index >= context.depth:
-                raise ValueError(
-                    f'{name} must hold block indices in [{_BY_NAME[name].minimum}, {context.depth - 1}] for a '
-                    f'{context.depth}-block model, got {index!r}')
+    depth = context.depth
+    if depth is not None:
+        for name in ('htm_layers', 'vtm_layers'):
+            for index in values.get(name, ()):
+                if index >= depth:
+                    raise ValueError(
+                        f'{name} must hold block indices in [{_BY_NAME[name].minimum}, {depth - 1}] for a '
+                        f'{depth}-block model, got {index!r}')
     kappa = values.get('kappa')
     if kappa is not None and context.num_tokens is not None and kappa > context.num_mixable_tokens:
         raise ValueError(f'kappa must be an int in [1, T] = [1, {context.num_mixable_tokens}] for this model, '

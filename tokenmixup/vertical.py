@@ -40,9 +40,11 @@ def split_qkv(
         raise ValueError(f'weight must have shape (3 * E, D), got {tuple(weight.shape)}')
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f'bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}')
-    weights = weight.chunk(3, dim=0)
-    biases = bias.chunk(3, dim=0) if bias is not None else (None, None, None)
-    return tuple(zip(weights, biases))
+    q, k, v = weight.chunk(3, dim=0)
+    if bias is None:
+        return (q, None), (k, None), (v, None)
+    q_bias, k_bias, v_bias = bias.chunk(3, dim=0)
+    return (q, q_bias), (k, k_bias), (v, v_bias)
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, scale: float, cls_only: bool = False) -> torch.Tensor:
@@ -245,4 +247,5 @@ class VerticalTokenMixup(nn.Module):
         return context.detach() if self.config.vtm_detach else context
 
 
-VerticalTokenMixup.__init__.__signature__ = settings_signature(VerticalTokenMixup.__init__, settings_in_scope('vtm'))
+VerticalTokenMixup.__init__.__signature__ = settings_signature(  # type: ignore[attr-defined]
+    VerticalTokenMixup.__init__, settings_in_scope('vtm'))
