@@ -106,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     cfg = timm.models.get_pretrained_cfg(args.name)
     if cfg is None or not cfg.file or Path(cfg.file).name != f'{args.name}.safetensors':
         raise UsageError(f'--name {args.name}: not registered as a shipped tag (models/cct.py SHIPPED_CFGS or '
-                         '_CCT_BASES, with file=shipped_weights_file(NAME.TAG))')
+                         'CCT_BASES, with file=shipped_weights_file(NAME.TAG))')
 
     checkpoint = read_checkpoint_argument(args.checkpoint, 'CHECKPOINT')
     record = model_config_from_checkpoint(checkpoint)

@@ -14,7 +14,7 @@ import re
 from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -27,9 +27,9 @@ from timm.models._features import feature_take_indices
 from tokenmixup import TokenMixupOutput
 from .tokenmixup_layers import (
     TokenMixupMixin, base_weights_description, fill_scorenet_weights, preset_classifiers, tokenmixup_attention,
-    tokenmixup_attention_map, tokenmixup_init_signature)
+    tagged_cfgs, tokenmixup_attention_map, tokenmixup_init_signature)
 
-__all__ = ['CCT']
+__all__ = ['CCT', 'CCTBase', 'CCT_BASES']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -437,27 +437,54 @@ def shipped_weights_file(name: str) -> str:
 
 _DIGITS = dict(num_classes=10)  # the embedded digits set, with the eval preprocessing the quickstart trains with
 
-_CCT_BASES = {  # name: (depth, cfg builder, {tag: (where the weights come from, cfg overrides)})
-    'cct_2_3x2': (2, _cfg, {
+class CCTBase(NamedTuple):
+    """A CCT architecture registered plain and with `_htm`, `_vtm` and `_htm_vtm` variants.
+
+    name: the registered base name; title: for docstrings; args: its `CCT` keyword arguments (depth among them);
+    make_cfg: the builder of its pretrained cfgs; tags: tag -> (where the weights come from, cfg overrides), the
+    first being the default tag of the base and of every variant (which loads them with a fresh ScoreNet).
+    """
+    name: str
+    title: str
+    args: Mapping[str, Any]
+    make_cfg: Callable[..., Dict[str, Any]]
+    tags: Mapping[str, Tuple[str, Dict[str, Any]]]
+
+    @property
+    def depth(self) -> int:
+        return int(self.args['depth'])
+
+
+def _cct_args(embed_dim: int, depth: int, kernel_size: int, num_conv_layers: int, **kwargs: Any) -> Dict[str, Any]:
+    """The CCT sizes: D 128 with 2 heads and MLP ratio 1 (CCT-2, -4), 256 with 4 and 2 (CCT-6, -7), 384 with 6 and 3
+    (CCT-14)."""
+    heads, mlp_ratio = {128: (2, 1.), 256: (4, 2.), 384: (6, 3.)}[embed_dim]
+    return dict(kwargs, embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+                kernel_size=kernel_size, num_conv_layers=num_conv_layers)
+
+
+CCT_BASES: Tuple[CCTBase, ...] = (
+    CCTBase('cct_2_3x2', 'CCT-2/3x2, 32x32', _cct_args(128, 2, 3, 2), _cfg, {
         'digits': ('the shipped cct_2_3x2.digits', dict(_DIGITS, file=shipped_weights_file('cct_2_3x2.digits'))),
     }),
-    'cct_4_3x2': (4, _cfg, {}),
-    'cct_6_3x1': (6, _cfg, {}),
-    'cct_6_3x2': (6, _cfg, {}),
-    'cct_7_3x1': (7, _cfg, {
-        'c100_300e': ('the official CCT release cct_7_3x1.c100_300e',
-                      dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar100_300epochs.pth')),
-        'c10_300e': ('the official CCT release cct_7_3x1.c10_300e',
-                     dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar10_300epochs.pth', num_classes=10,
-                          mean=CIFAR10_MEAN, std=CIFAR10_STD)),
-    }),
-    'cct_7_3x2': (7, _cfg, {}),
-    'cct_7_7x2_224': (7, _cfg_224, {}),
-    'cct_14_7x2_224': (14, _cfg_224, {
+    CCTBase('cct_4_3x2', 'CCT-4/3x2, 32x32', _cct_args(128, 4, 3, 2), _cfg, {}),
+    CCTBase('cct_6_3x1', 'CCT-6/3x1, 32x32', _cct_args(256, 6, 3, 1), _cfg, {}),
+    CCTBase('cct_6_3x2', 'CCT-6/3x2, 32x32', _cct_args(256, 6, 3, 2), _cfg, {}),
+    CCTBase('cct_7_3x1', 'CCT-7/3x1, 32x32 (the CIFAR model of the TokenMixup paper, Table 1)',
+            _cct_args(256, 7, 3, 1), _cfg, {
+                'c100_300e': ('the official CCT release cct_7_3x1.c100_300e',
+                              dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar100_300epochs.pth')),
+                'c10_300e': ('the official CCT release cct_7_3x1.c10_300e',
+                             dict(url=_CCT_RELEASE + 'cct_7_3x1_32_cifar10_300epochs.pth', num_classes=10,
+                                  mean=CIFAR10_MEAN, std=CIFAR10_STD)),
+            }),
+    CCTBase('cct_7_3x2', 'CCT-7/3x2, 32x32', _cct_args(256, 7, 3, 2), _cfg, {}),
+    CCTBase('cct_7_7x2_224', 'CCT-7/7x2, 224x224', _cct_args(256, 7, 7, 2, img_size=224), _cfg_224, {}),
+    CCTBase('cct_14_7x2_224', 'CCT-14/7x2, 224x224 (ImageNet)', _cct_args(384, 14, 7, 2, img_size=224), _cfg_224, {
         'in1k': ('the official CCT release cct_14_7x2_224.in1k',
                  dict(url=_CCT_RELEASE + 'cct_14_7x2_224_imagenet.pth')),
     }),
-}
+)
 
 # TokenMixup weights trained here and shipped with the package, by registered name: they replace the tag of the
 # same name that the variant would otherwise take from its base (with a fresh ScoreNet). Each file has a JSON
@@ -481,30 +508,26 @@ def _variant_cfgs(
         published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None,
         shipped: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None,
 ) -> Dict[str, Dict[str, Any]]:
-    """Every registered `name.tag` cfg, in timm's order (the first tag of a name is its default)."""
+    """Every registered `name.tag` cfg (`tagged_cfgs`): the base's tags, shipped TokenMixup weights, published tags;
+    a name without any gets one untagged cfg."""
     published = PUBLISHED_CFGS if published is None else published
     shipped = SHIPPED_CFGS if shipped is None else shipped
     cfgs = {}
-    for base, (depth, make_cfg, tagged) in _CCT_BASES.items():
+    for base in CCT_BASES:
         for suffix, preset in _VARIANT_PRESETS.items():
-            name = base + suffix
-            classifier = preset_classifiers('head', preset, depth)
-            own = shipped.get(name, {})
-            for tag, (source, overrides) in tagged.items():
-                if tag in own:
-                    cfgs[f'{name}.{tag}'] = make_cfg(**dict(own[tag], classifier=classifier))
-                    continue
-                described = dict(description=base_weights_description(source)) if suffix else {}
-                cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier, **described))
-            for tag, overrides in own.items():
-                cfgs.setdefault(f'{name}.{tag}', make_cfg(**dict(overrides, classifier=classifier)))
-            for tag, overrides in published.get(name, {}).items():
-                if f'{name}.{tag}' in cfgs:
-                    raise ValueError(f'PUBLISHED_CFGS: {name}.{tag} is already registered; give the published '
-                                     'checkpoint a tag of its own')
-                cfgs[f'{name}.{tag}'] = make_cfg(**dict(overrides, classifier=classifier))
-            if not any(key.startswith(name + '.') for key in cfgs):
-                cfgs[name] = make_cfg(classifier=classifier)
+            name = base.name + suffix
+            classifier = preset_classifiers('head', preset, base.depth)
+
+            def cfg(overrides: Dict[str, Any], base: CCTBase = base, classifier: Any = classifier) -> Dict[str, Any]:
+                return base.make_cfg(**dict(overrides, classifier=classifier))
+
+            inherited = {
+                tag: cfg(dict(overrides, description=base_weights_description(source)) if suffix else overrides)
+                for tag, (source, overrides) in base.tags.items()}
+            tagged = tagged_cfgs(
+                name, inherited, {tag: cfg(overrides) for tag, overrides in shipped.get(name, {}).items()},
+                {tag: cfg(overrides) for tag, overrides in published.get(name, {}).items()})
+            cfgs.update(tagged or {name: cfg({})})
     return cfgs
 
 
@@ -512,251 +535,27 @@ default_cfgs = generate_default_cfgs(_variant_cfgs())
 
 
 # ---------------------------------------------------------------------------------------------
-# entrypoints: the architecture of each base, then the TokenMixup preset of each variant (docs/design.md §5.3)
+# entrypoints: one per base and variant suffix, generated from CCT_BASES (docs/design.md §5.3)
 
-def _cct_2_3x2_args() -> Dict[str, Any]:
-    return dict(embed_dim=128, depth=2, num_heads=2, mlp_ratio=1., kernel_size=3, num_conv_layers=2)
+_METHODS = {'': '', '_htm': ' + Horizontal TokenMixup', '_vtm': ' + Vertical TokenMixup',
+            '_htm_vtm': ' + Horizontal and Vertical TokenMixup'}
 
 
-def _cct_4_3x2_args() -> Dict[str, Any]:
-    return dict(embed_dim=128, depth=4, num_heads=2, mlp_ratio=1., kernel_size=3, num_conv_layers=2)
+def _cct_entrypoint(base: CCTBase, suffix: str, preset: Optional[str]) -> Callable[..., CCT]:
+    """The registered entrypoint `{base.name}{suffix}`: the base's architecture with `preset`'s settings."""
+    name = base.name + suffix
 
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> CCT:
+        model_args = dict(base.args, tokenmixup_preset=preset) if preset else dict(base.args)
+        return _create_cct(name, pretrained=pretrained, **dict(model_args, **kwargs))
 
-def _cct_6_3x1_args() -> Dict[str, Any]:
-    return dict(embed_dim=256, depth=6, num_heads=4, mlp_ratio=2., kernel_size=3, num_conv_layers=1)
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__doc__ = f'{base.title}{_METHODS[suffix]}' + (f' (the {preset!r} preset).' if preset else '.')
+    return entrypoint
 
 
-def _cct_6_3x2_args() -> Dict[str, Any]:
-    return dict(embed_dim=256, depth=6, num_heads=4, mlp_ratio=2., kernel_size=3, num_conv_layers=2)
-
-
-def _cct_7_3x1_args() -> Dict[str, Any]:
-    return dict(embed_dim=256, depth=7, num_heads=4, mlp_ratio=2., kernel_size=3, num_conv_layers=1)
-
-
-def _cct_7_3x2_args() -> Dict[str, Any]:
-    return dict(embed_dim=256, depth=7, num_heads=4, mlp_ratio=2., kernel_size=3, num_conv_layers=2)
-
-
-def _cct_7_7x2_224_args() -> Dict[str, Any]:
-    return dict(img_size=224, embed_dim=256, depth=7, num_heads=4, mlp_ratio=2., kernel_size=7, num_conv_layers=2)
-
-
-def _cct_14_7x2_224_args() -> Dict[str, Any]:
-    return dict(img_size=224, embed_dim=384, depth=14, num_heads=6, mlp_ratio=3., kernel_size=7, num_conv_layers=2)
-
-
-@register_model
-def cct_2_3x2(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-2/3x2, 32x32."""
-    return _create_cct('cct_2_3x2', pretrained=pretrained, **dict(_cct_2_3x2_args(), **kwargs))
-
-
-@register_model
-def cct_2_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-2/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_2_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_2_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_2_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-2/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_2_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_2_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_2_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-2/3x2 + Horizontal and Vertical TokenMixup (both at block 1)."""
-    model_args = dict(_cct_2_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_2_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_4_3x2(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-4/3x2, 32x32."""
-    return _create_cct('cct_4_3x2', pretrained=pretrained, **dict(_cct_4_3x2_args(), **kwargs))
-
-
-@register_model
-def cct_4_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-4/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_4_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_4_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_4_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-4/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_4_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_4_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_4_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-4/3x2 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_4_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_4_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_6_3x1(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x1, 32x32."""
-    return _create_cct('cct_6_3x1', pretrained=pretrained, **dict(_cct_6_3x1_args(), **kwargs))
-
-
-@register_model
-def cct_6_3x1_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x1 + Horizontal TokenMixup."""
-    model_args = dict(_cct_6_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_6_3x1_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_6_3x1_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x1 + Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_6_3x1_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_6_3x1_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x1 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_6_3x1_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_6_3x2(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x2, 32x32."""
-    return _create_cct('cct_6_3x2', pretrained=pretrained, **dict(_cct_6_3x2_args(), **kwargs))
-
-
-@register_model
-def cct_6_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_6_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_6_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_6_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_6_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_6_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-6/3x2 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_6_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_6_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_3x1(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x1, 32x32: the CIFAR baseline of the TokenMixup paper."""
-    return _create_cct('cct_7_3x1', pretrained=pretrained, **dict(_cct_7_3x1_args(), **kwargs))
-
-
-@register_model
-def cct_7_3x1_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x1 + Horizontal TokenMixup (paper Table 1, 3.81M parameters with 100 classes)."""
-    model_args = dict(_cct_7_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_7_3x1_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_3x1_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x1 + Vertical TokenMixup (paper Table 1)."""
-    model_args = dict(_cct_7_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_7_3x1_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_3x1_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x1 + Horizontal and Vertical TokenMixup (paper Table 1)."""
-    model_args = dict(_cct_7_3x1_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_7_3x1_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_3x2(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x2, 32x32."""
-    return _create_cct('cct_7_3x2', pretrained=pretrained, **dict(_cct_7_3x2_args(), **kwargs))
-
-
-@register_model
-def cct_7_3x2_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x2 + Horizontal TokenMixup."""
-    model_args = dict(_cct_7_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_7_3x2_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_3x2_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x2 + Vertical TokenMixup."""
-    model_args = dict(_cct_7_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_7_3x2_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_3x2_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/3x2 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_7_3x2_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_7_3x2_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_7x2_224(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/7x2, 224x224."""
-    return _create_cct('cct_7_7x2_224', pretrained=pretrained, **dict(_cct_7_7x2_224_args(), **kwargs))
-
-
-@register_model
-def cct_7_7x2_224_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/7x2 224 + Horizontal TokenMixup."""
-    model_args = dict(_cct_7_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_7_7x2_224_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_7x2_224_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/7x2 224 + Vertical TokenMixup."""
-    model_args = dict(_cct_7_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_7_7x2_224_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_7_7x2_224_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-7/7x2 224 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_7_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_7_7x2_224_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_14_7x2_224(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-14/7x2, 224x224 (ImageNet)."""
-    return _create_cct('cct_14_7x2_224', pretrained=pretrained, **dict(_cct_14_7x2_224_args(), **kwargs))
-
-
-@register_model
-def cct_14_7x2_224_htm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-14/7x2 224 + Horizontal TokenMixup."""
-    model_args = dict(_cct_14_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm'])
-    return _create_cct('cct_14_7x2_224_htm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_14_7x2_224_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-14/7x2 224 + Vertical TokenMixup."""
-    model_args = dict(_cct_14_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_vtm'])
-    return _create_cct('cct_14_7x2_224_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def cct_14_7x2_224_htm_vtm(pretrained: bool = False, **kwargs) -> CCT:
-    """CCT-14/7x2 224 + Horizontal and Vertical TokenMixup."""
-    model_args = dict(_cct_14_7x2_224_args(), tokenmixup_preset=_VARIANT_PRESETS['_htm_vtm'])
-    return _create_cct('cct_14_7x2_224_htm_vtm', pretrained=pretrained, **dict(model_args, **kwargs))
+for _base in CCT_BASES:
+    for _suffix, _preset in _VARIANT_PRESETS.items():
+        _entrypoint = register_model(_cct_entrypoint(_base, _suffix, _preset))
+        globals()[_entrypoint.__name__] = _entrypoint  # a module attribute per model name, as in timm's files
+del _base, _suffix, _preset, _entrypoint

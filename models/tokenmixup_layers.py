@@ -7,7 +7,8 @@ model family (docs/design.md §4):
 - `TokenMixupMixin`: the settings of a model (resolved from `tokenmixup.settings`), the block loop
   (HTM in front of chosen blocks, VTM memory collected from the blocks before a VTM block) and the
   `model(x, target)` protocol;
-- `tokenmixup_init_signature`: the generated signature that lists every setting as a keyword argument.
+- `tokenmixup_init_signature`: the generated signature that lists every setting as a keyword argument;
+- `tagged_cfgs`: the pretrained tags of a registered name, the one mechanism both families register with.
 
 Blocks used with the mixin provide `forward(x)`, `forward_with_memory(x, memory, attention_rows)`
 returning `(x, attn)`, and `attention_map(x, cls_only)`.
@@ -27,7 +28,7 @@ from tokenmixup.settings import settings_signature
 __all__ = [
     'TokenMixupMixin', 'BlocksOutput', 'tokenmixup_attention', 'tokenmixup_attention_map',
     'check_attention_supported', 'fill_scorenet_weights', 'scorenet_classifier', 'preset_classifiers',
-    'tokenmixup_init_signature', 'base_weights_description',
+    'tokenmixup_init_signature', 'base_weights_description', 'tagged_cfgs',
 ]
 
 
@@ -45,6 +46,37 @@ def preset_classifiers(head: str, preset: Optional[str], depth: int):
 def base_weights_description(source: str) -> str:
     """The pretrained cfg `description` of a variant's tag that loads its base's weights."""
     return f'{source} weights of the base model, not trained with TokenMixup; the ScoreNet starts fresh'
+
+
+def tagged_cfgs(
+        name: str,
+        inherited: Mapping[str, Dict[str, Any]],
+        shipped: Mapping[str, Dict[str, Any]],
+        published: Mapping[str, Dict[str, Any]],
+) -> Dict[str, Dict[str, Any]]:
+    """The pretrained cfgs of the registered model `name`, keyed `name.tag` in timm's order (its first is the
+    default tag).
+
+    Args:
+        name: the registered name.
+        inherited: tag -> cfg of the weights it takes from its base (timm's, an official release's), in order.
+        shipped: tag -> cfg of weights trained here and shipped in the package; one replaces the inherited tag of
+            the same name, the others follow the inherited tags.
+        published: tag -> cfg of checkpoints published on the Hub (`PUBLISHED_CFGS`), after all of those.
+
+    Raises:
+        ValueError when a published tag would shadow an inherited or shipped one: that would silently change
+        what an existing name loads.
+    """
+    cfgs = {f'{name}.{tag}': shipped.get(tag, cfg) for tag, cfg in inherited.items()}
+    for tag, cfg in shipped.items():
+        cfgs.setdefault(f'{name}.{tag}', cfg)
+    for tag, cfg in published.items():
+        if f'{name}.{tag}' in cfgs:
+            raise ValueError(f'PUBLISHED_CFGS: {name}.{tag} is already registered; give the published checkpoint a '
+                             'tag of its own')
+        cfgs[f'{name}.{tag}'] = cfg
+    return cfgs
 
 
 def tokenmixup_init_signature(init: Callable, base: Optional[Callable] = None):

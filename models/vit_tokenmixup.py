@@ -36,7 +36,7 @@ from tokenmixup import SETTINGS, TokenMixupOutput
 from tokenmixup.settings import SETTING_NAMES
 from .tokenmixup_layers import (
     TokenMixupMixin, base_weights_description, fill_scorenet_weights, preset_classifiers, tokenmixup_attention,
-    tokenmixup_attention_map, tokenmixup_init_signature)
+    tagged_cfgs, tokenmixup_attention_map, tokenmixup_init_signature)
 
 __all__ = [
     'TokenMixupBlock', 'VisionTransformerTokenMixup', 'create_tokenmixup_vit', 'tokenmixup_model_args',
@@ -472,15 +472,17 @@ PUBLISHED_CFGS: Dict[str, Dict[str, Dict[str, Any]]] = {}
 
 
 def _variant_cfgs(published: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None) -> Dict[str, Dict[str, Any]]:
+    """Every registered `name.tag` cfg (`tagged_cfgs`): timm's default tag of the base, then published tags."""
     published = PUBLISHED_CFGS if published is None else published
     cfgs = {}
     for base in VARIANT_BASES:
         for suffix, preset in RECIPES[base.recipes].items():
-            cfgs[f'{base.name}{suffix}.{base.tag}'] = _timm_cfg(base.name, base.tag, preset)
-            for tag, overrides in published.get(f'{base.name}{suffix}', {}).items():
-                source = dict(_timm_cfg(base.name, base.tag, preset), url='', hf_hub_id=None, custom_load=False,
-                              description=None)
-                cfgs[f'{base.name}{suffix}.{tag}'] = dict(source, **overrides)
+            name = base.name + suffix
+            timm_cfg = _timm_cfg(base.name, base.tag, preset)
+            hub_source = dict(timm_cfg, url='', hf_hub_id=None, custom_load=False, description=None)
+            cfgs.update(tagged_cfgs(
+                name, {base.tag: timm_cfg}, {},
+                {tag: dict(hub_source, **overrides) for tag, overrides in published.get(name, {}).items()}))
     return cfgs
 
 

@@ -22,7 +22,7 @@ from timm.models import generate_default_cfgs
 import train  # tools at the repository root: setup.cfg puts the root on pytest's python path
 import validate
 from hub import publish
-from models import cct
+from models import cct, vit_tokenmixup
 from tokenmixup.settings import SETTING_NAMES
 from tokenmixup_tools.checkpoints import create_model_from_config, load_training_checkpoint
 from tokenmixup_tools.cli import UsageError
@@ -497,5 +497,13 @@ def test_pushing_still_needs_a_repo_id(run, tmp_path):
 
 
 def test_a_published_tag_may_not_shadow_a_registered_one():
+    """Both families register through models.tokenmixup_layers.tagged_cfgs: a published tag that names an
+    inherited or shipped tag is refused, a new one comes after them."""
     with pytest.raises(ValueError, match='cct_2_3x2_htm_vtm.digits is already registered'):
         cct._variant_cfgs({'cct_2_3x2_htm_vtm': {'digits': dict(hf_hub_id=REPO_ID, num_classes=10)}})
+    with pytest.raises(ValueError, match='vit_tiny_patch16_224_htm.augreg_in21k_ft_in1k is already registered'):
+        vit_tokenmixup._variant_cfgs({'vit_tiny_patch16_224_htm': {'augreg_in21k_ft_in1k': dict(hf_hub_id=REPO_ID)}})
+    cfgs = vit_tokenmixup._variant_cfgs({'vit_tiny_patch16_224_htm': {'mine': dict(hf_hub_id=REPO_ID)}})
+    tags = [key for key in cfgs if key.startswith('vit_tiny_patch16_224_htm.')]
+    assert tags == ['vit_tiny_patch16_224_htm.augreg_in21k_ft_in1k', 'vit_tiny_patch16_224_htm.mine']
+    assert cfgs['vit_tiny_patch16_224_htm.mine']['hf_hub_id'] == REPO_ID and not cfgs[tags[1]]['url']
