@@ -23,7 +23,6 @@ arms at one thread count. Run from the repository root:
         [--jobs 2 --threads 1] [--output ./output/ab_digits] [--json] [-- <train.py flags for every run>]
 """
 import argparse
-import csv
 import json
 import os
 import platform
@@ -34,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from _study import add_study_args, check_study_args, finished, read_summary, split_train_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARMS: Dict[str, Tuple[str, ...]] = {
@@ -47,39 +48,14 @@ RECORD = 'ab_command.json'  # the command of a finished run, written by this scr
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    train_args: List[str] = []
-    if '--' in argv:
-        split = argv.index('--')
-        argv, train_args = argv[:split], argv[split + 1:]
+    own, train_args = split_train_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0].strip())
-    parser.add_argument('--arms', nargs='+', default=list(ARMS), choices=list(ARMS),
-                        help='arms to train (default: all)')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[42, 43, 44], help='train.py --seed values')
-    parser.add_argument('--jobs', type=int, default=2, help='runs at once (default 2)')
-    parser.add_argument('--threads', type=int, default=1, help='torch threads per run (default 1)')
-    parser.add_argument('--output', default='./output/ab_digits', help='runs go under OUTPUT/train/<arm>-s<seed>')
+    add_study_args(parser, ARMS, './output/ab_digits')
     parser.add_argument('--tag', default='', help='part of the run folder names (ARM-TAG-sSEED), to keep studies of '
                         'other train.py flags apart')
-    parser.add_argument('--json', action='store_true', help='print one JSON object on stdout and nothing else')
-    args = parser.parse_args(argv)
-    if args.jobs < 1 or args.threads < 1:
-        parser.error('--jobs and --threads must be >= 1')
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f'--seeds must be distinct, got {args.seeds}')
+    args = parser.parse_args(own)
+    check_study_args(parser, args)
     return args, train_args
-
-
-def read_summary(folder: Path) -> List[Dict[str, float]]:
-    with open(folder / 'summary.csv', newline='') as f:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
-
-
-def finished(folder: Path, command: Sequence[str]) -> bool:
-    """Whether `folder` holds a finished run of exactly `command` (this script records the command of a run
-    that exited cleanly in `ab_command.json`)."""
-    record = folder / RECORD
-    return record.is_file() and json.loads(record.read_text()) == list(command) and (folder / 'summary.csv').is_file()
 
 
 def run_name(arm: str, seed: int, tag: str) -> str:
@@ -96,7 +72,7 @@ def train(arm: str, seed: int, args: argparse.Namespace, train_args: Sequence[st
     """Train one run (unless its folder already holds it finished) and summarise its summary.csv."""
     folder = Path(args.output) / 'train' / run_name(arm, seed, args.tag)
     command = run_command(arm, seed, args, train_args)
-    if not finished(folder, command):
+    if not finished(folder, command, RECORD):
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         force = ['--force'] if folder.exists() else []
         completed = subprocess.run(command + force, cwd=REPO_ROOT, env=env, capture_output=True, text=True)

@@ -28,7 +28,6 @@ Asserts nothing: it measures. From the repository root:
         [--report-only] [-- <more train.py flags for every run>]
 """
 import argparse
-import csv
 import json
 import math
 import os
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from scipy import stats
+
+from _study import add_study_args, check_study_args, finished, read_summary, split_train_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'fashion_mnist_cct_2_3x2.yaml'
@@ -66,29 +67,17 @@ RECORD = 'study_command.json'  # the command of a finished run, written by this 
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    train_args: List[str] = []
-    if '--' in argv:
-        split = argv.index('--')
-        argv, train_args = argv[:split], argv[split + 1:]
+    own, train_args = split_train_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0].strip())
     parser.add_argument('--data-dir', required=True, help='folder with the Fashion-MNIST idx files')
     parser.add_argument('--regime', choices=('full', 'subset'), required=True, help='all training images or 10%%')
     parser.add_argument('--eval', choices=('holdout', 'test'), required=True,
                         help='holdout: validate on train[54000:] (for choices); test: the test set (final runs)')
     parser.add_argument('--config', default=str(DEFAULT_CONFIG), help='train.py -c config of every run')
-    parser.add_argument('--arms', nargs='+', default=list(ARMS), choices=list(ARMS), help='arms (default: all)')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[42, 43, 44], help='train.py --seed values')
-    parser.add_argument('--jobs', type=int, default=2, help='runs at once (default 2)')
-    parser.add_argument('--threads', type=int, default=1, help='torch threads per run (default 1)')
-    parser.add_argument('--output', default='./output/fashion_mnist', help='runs go under OUTPUT/REGIME-EVAL/')
     parser.add_argument('--report-only', action='store_true', help='train nothing: report the finished runs')
-    parser.add_argument('--json', action='store_true', help='print one JSON object on stdout and nothing else')
-    args = parser.parse_args(argv)
-    if args.jobs < 1 or args.threads < 1:
-        parser.error('--jobs and --threads must be >= 1')
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f'--seeds must be distinct, got {args.seeds}')
+    add_study_args(parser, ARMS, './output/fashion_mnist')
+    args = parser.parse_args(own)
+    check_study_args(parser, args)
     return args, train_args
 
 
@@ -104,22 +93,11 @@ def run_command(arm: str, seed: int, args: argparse.Namespace, train_args: Seque
             '--output', str(study_folder(args)), '--experiment', f'{arm}-s{seed}', '--no-progress', *train_args]
 
 
-def read_summary(folder: Path) -> List[Dict[str, float]]:
-    with open(folder / 'summary.csv', newline='') as f:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
-
-
-def finished(folder: Path, command: Sequence[str]) -> bool:
-    """Whether `folder` holds a finished run of exactly `command`."""
-    record = folder / RECORD
-    return record.is_file() and json.loads(record.read_text()) == list(command)
-
-
 def train(arm: str, seed: int, args: argparse.Namespace, train_args: Sequence[str]) -> Optional[Dict[str, Any]]:
     """Train one run to its end (resuming a killed one) unless it is finished; summarise it (None: not run)."""
     folder = study_folder(args) / 'train' / f'{arm}-s{seed}'
     command = run_command(arm, seed, args, train_args)
-    if not finished(folder, command):
+    if not finished(folder, command, RECORD):
         if args.report_only:
             return None
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
