@@ -162,7 +162,10 @@ def _family(architecture: str) -> str:
     return 'cct' if architecture.startswith('cct_') else 'vit' if architecture.startswith('vit_') else 'other'
 
 
-def _base_name(architecture: str) -> str:
+def _base_name(architecture: str, model_args: Dict[str, Any]) -> str:
+    """The model TokenMixup was added to: `base_model` for `tokenmixup_vit`, else the name without its suffix."""
+    if model_args.get('base_model'):
+        return str(model_args['base_model'])
     for suffix in ('_htm_vtm', '_htm', '_vtm'):
         if architecture.endswith(suffix):
             return architecture[:-len(suffix)]
@@ -287,7 +290,7 @@ def _where_it_loads_from(inputs: CardInputs) -> str:
 def render_model_card(inputs: CardInputs) -> str:
     """The README.md of an exported checkpoint."""
     family = _family(inputs.architecture)
-    base = _base_name(inputs.architecture)
+    base = _base_name(inputs.architecture, inputs.model_args)
     dataset = _dataset_name(inputs.train_args)
     title = inputs.name
     data = inputs.data_config

@@ -221,7 +221,7 @@ def resolve_model_config(
     if architecture and ':' in architecture:  # a run started from hf-hub:ORG/NAME or local-dir:DIR
         try:
             architecture, kwargs = resolve_model_source(architecture, kwargs)
-        except Exception as e:
+        except (OSError, ValueError, KeyError) as e:  # no such folder or repo, or no readable config.json in it
             raise UsageError(f'cannot resolve the model name {architecture!r} to an architecture '
                              f'({one_line(e)}): pass --model NAME') from e
     if not architecture:
@@ -365,18 +365,23 @@ def write_folder(folder: Path, model: nn.Module, config: Dict[str, Any], card: s
         os.chmod(folder / name, ordinary_mode())
 
 
+class ExportMismatch(RuntimeError):
+    """The exported folder loads back as another model than the one exported."""
+
+
 @torch.no_grad()
 def check_folder(folder: Path, model: nn.Module) -> None:
-    """Load `folder` through timm's `local-dir:` source; it must be `model` (settings and eval logits)."""
+    """Load `folder` through timm's `local-dir:` source; it must be `model` (settings and eval logits), else
+    ExportMismatch. A folder that does not load at all raises what timm raises (a bug here, with its traceback)."""
     loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
     expected_cfg = getattr(model, 'tokenmixup_cfg', None)
     if getattr(loaded, 'tokenmixup_cfg', None) != expected_cfg:
-        raise RuntimeError(f'TokenMixup settings {getattr(loaded, "tokenmixup_cfg", None)} != {expected_cfg}')
+        raise ExportMismatch(f'TokenMixup settings {getattr(loaded, "tokenmixup_cfg", None)} != {expected_cfg}')
     input_size = loaded.pretrained_cfg['input_size']
     x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     expected, got = model(x), loaded(x)
     if expected.shape != got.shape or not torch.allclose(expected, got, rtol=1e-5, atol=1e-6):
-        raise RuntimeError('the folder loads a model with different eval logits')
+        raise ExportMismatch('the folder loads a model with different eval logits')
 
 
 def default_api_factory(token: str) -> HfApi:
@@ -438,7 +443,7 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
         write_folder(staged, model, hf_config, card)
         try:
             check_folder(staged, model)
-        except Exception as e:
+        except ExportMismatch as e:
             raise UsageError(f'export check failed, nothing written: the exported folder does not rebuild '
                              f'{architecture} ({type(e).__name__}: {one_line(e)})') from e
         if dest is not None:
@@ -455,7 +460,7 @@ def main(argv: Optional[Sequence[str]] = None, api_factory: Optional[ApiFactory]
             message = args.commit_message or f'Add {architecture}.{tag} (TokenMixup)'
             try:
                 commit = push_folder(api, folder, repo_id, args.private, message)
-            except Exception as e:
+            except (OSError, ValueError) as e:  # the Hub's HTTP errors and a lost connection are OSErrors
                 kept = f'; the exported folder is at {dest}' if dest is not None else ''
                 raise UsageError(f'push to {repo_id} failed ({type(e).__name__}: {one_line(e)}){kept}') from e
             print(f'Pushed to https://huggingface.co/{repo_id}; load it with '

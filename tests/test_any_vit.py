@@ -432,6 +432,8 @@ def test_publish_then_local_dir_and_hf_hub_rebuild_the_exact_model(any_vit_run, 
     config = json.loads((folder / 'config.json').read_text())
     assert config['architecture'] == ANY_VIT_ARCHITECTURE and config['model_args']['base_model'] == 'test_vit'
     assert config['pretrained_cfg']['classifier'] == ['head', 'htm.2.scorenet.head']
+    card = (folder / 'README.md').read_text()
+    assert f'`{ANY_VIT_ARCHITECTURE}` (base `test_vit`)' in card  # the card names the timm model it extends
     record = load_training_checkpoint(str(checkpoint))
     source = create_model_from_config(record['model_config'])
     source.load_state_dict(record['state_dict'])

@@ -365,10 +365,18 @@ def test_a_failed_export_leaves_the_existing_folder_untouched(run, tmp_path, mon
     local_dir.mkdir()
     (local_dir / 'old.txt').write_text('keep me')
 
-    def broken_check(folder, model):
-        raise RuntimeError('simulated')
-    monkeypatch.setattr(publish, 'check_folder', broken_check)
+    def mismatched(folder, model):
+        raise publish.ExportMismatch('simulated')
+    monkeypatch.setattr(publish, 'check_folder', mismatched)
     with pytest.raises(UsageError, match='export check failed, nothing written'):
+        publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(local_dir), '--no-push', '--force'])
+    assert os.listdir(local_dir) == ['old.txt']
+    assert sorted(os.listdir(tmp_path)) == ['out']
+
+    def broken(folder, model):  # a bug keeps its traceback instead of becoming a one-line usage error
+        raise KeyError('simulated bug')
+    monkeypatch.setattr(publish, 'check_folder', broken)
+    with pytest.raises(KeyError, match='simulated bug'):
         publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(local_dir), '--no-push', '--force'])
     assert os.listdir(local_dir) == ['old.txt']
     assert sorted(os.listdir(tmp_path)) == ['out']
