@@ -38,8 +38,6 @@ VIT_CITATION = """@inproceedings{dosovitskiy2021an,
   year      = {2021}
 }"""
 
-# TokenMixup keyword argument: what it means (docs/design.md §5.3)
-
 # train.py flag (argparse dest): how the card names it
 RECIPE_FIELDS = (
     ('dataset', 'dataset'),

@@ -20,6 +20,7 @@ exactly its base plus the TokenMixup settings. timm's own names (`vit_base_patch
 import functools
 import inspect
 import sys
+import threading
 from dataclasses import asdict
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -164,6 +165,10 @@ class _BuildRead(Exception):
         self.build = build
 
 
+# one read_timm_build at a time: its replacement of timm's builder is seen by the whole process
+_READ_LOCK = threading.Lock()
+
+
 def read_timm_build(model_name: str, pretrained: bool = False, **kwargs: Any) -> TimmBuild:
     """What `timm.create_model(model_name, pretrained, **kwargs)` would build, read without building it.
 
@@ -171,8 +176,8 @@ def read_timm_build(model_name: str, pretrained: bool = False, **kwargs: Any) ->
     the entrypoint itself is called, with `kwargs`. For the duration of that one call, and only then, the
     `build_model_with_cfg` of timm's model files is replaced by a function that records its arguments and
     stops the call; the originals are back before this returns. The call runs on the meta device, so an
-    entrypoint that made tensors before reaching its builder would allocate nothing. Not thread-safe: do
-    not create timm models in another thread meanwhile.
+    entrypoint that made tensors before reaching its builder would allocate nothing. Thread-safe: the
+    replacement passes calls from any other thread through to timm's builder, and one read runs at a time.
 
     Args:
         model_name: a registered timm name without a tag.
@@ -185,26 +190,31 @@ def read_timm_build(model_name: str, pretrained: bool = False, **kwargs: Any) ->
     signature = inspect.signature(build_model_with_cfg)
     var_keyword = next(p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD)
 
+    reader = threading.get_ident()
+
     def read_call(*args: Any, **call_kwargs: Any) -> nn.Module:
+        if threading.get_ident() != reader:  # another thread building a timm model meanwhile
+            return build_model_with_cfg(*args, **call_kwargs)
         arguments = dict(signature.bind(*args, **call_kwargs).arguments)
         model_kwargs = dict(arguments.pop(var_keyword, {}))
         model_cls, variant = arguments.pop('model_cls'), arguments.pop('variant')
         arguments.pop('pretrained', None)
         raise _BuildRead(TimmBuild(model_cls, variant, arguments, model_kwargs))
 
-    modules = [module for name, module in list(sys.modules.items())
-               if (name == 'timm.models' or name.startswith('timm.models.'))
-               and getattr(module, 'build_model_with_cfg', None) is build_model_with_cfg]
-    for module in modules:
-        module.build_model_with_cfg = read_call
-    try:
-        with torch.device('meta'):
-            entrypoint(pretrained=pretrained, **kwargs)
-    except _BuildRead as read:
-        return read.build
-    finally:
+    with _READ_LOCK:
+        modules = [module for name, module in list(sys.modules.items())
+                   if (name == 'timm.models' or name.startswith('timm.models.'))
+                   and getattr(module, 'build_model_with_cfg', None) is build_model_with_cfg]
         for module in modules:
-            module.build_model_with_cfg = build_model_with_cfg
+            module.build_model_with_cfg = read_call
+        try:
+            with torch.device('meta'):
+                entrypoint(pretrained=pretrained, **kwargs)
+        except _BuildRead as read:
+            return read.build
+        finally:
+            for module in modules:
+                module.build_model_with_cfg = build_model_with_cfg
     raise ValueError(f'{model_name!r}: its timm entrypoint does not build through timm.models.build_model_with_cfg, '
                      'so its architecture cannot be read; TokenMixup supports timm VisionTransformer names')
 

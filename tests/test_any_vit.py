@@ -445,3 +445,34 @@ def test_publish_then_local_dir_and_hf_hub_rebuild_the_exact_model(any_vit_run, 
         assert loaded.tokenmixup_cfg == source.tokenmixup_cfg
         with torch.no_grad():
             assert torch.equal(loaded(x), source.eval()(x)), name
+
+
+def test_a_timm_model_built_in_another_thread_during_a_read_builds(monkeypatch):
+    """read_timm_build swaps timm's builder for the length of one entrypoint call; a timm model built in another
+    thread meanwhile (here: exactly then) still builds, through timm's builder."""
+    import threading
+    from timm.models import _registry
+    reading, other_done, errors = threading.Event(), threading.Event(), []
+    original = _registry._model_entrypoints['test_vit']
+
+    def waiting_entrypoint(*args, **kwargs):  # the read is under way: the builder is swapped now
+        reading.set()
+        assert other_done.wait(60), 'the other thread did not finish'
+        return original(*args, **kwargs)
+    monkeypatch.setitem(_registry._model_entrypoints, 'test_vit', waiting_entrypoint)
+
+    def build_other():
+        try:
+            assert reading.wait(60)
+            built.append(timm.create_model('resnet18', num_classes=3))
+        except Exception as e:  # collected, so the main thread reports it
+            errors.append(f'{type(e).__name__}: {e}')
+        finally:
+            other_done.set()
+    built = []
+    thread = threading.Thread(target=build_other)
+    thread.start()
+    build = read_timm_build('test_vit', img_size=32)
+    thread.join()
+    assert errors == [] and type(built[0]).__name__ == 'ResNet' and built[0].num_classes == 3
+    assert build.model_cls is timm.models.VisionTransformer and build.model_kwargs['img_size'] == 32
