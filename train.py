@@ -45,7 +45,8 @@ from tokenmixup_tools.checkpoints import (
     MODEL_CONFIG_KEY, describe_model, load_training_checkpoint, plain_data, plain_run_arguments, resolve_model_source,
     save_training_checkpoint)
 from tokenmixup_tools.cli import (
-    NegativeFlagAction, UsageError, create_model_checked, read_checkpoint_argument, run_tool, setup_logging)
+    NegativeFlagAction, RecordingParser, UsageError, create_model_checked, read_checkpoint_argument, run_tool,
+    setup_logging)
 from tokenmixup_tools.datasets import (
     DEFAULT_DATASET, create_dataset_split, dataset_num_classes, image_mode, set_image_mode, with_channels)
 from tokenmixup_tools.evaluation import evaluate
@@ -57,13 +58,13 @@ from tokenmixup_tools.runtime import create_autocast, create_loss_scaler, defaul
 _logger = logging.getLogger('train')
 
 
-def build_parsers() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def build_parsers() -> Tuple[argparse.ArgumentParser, RecordingParser]:
     """The config parser (only -c/--config) and the main parser, new for every parse."""
     config_parser = argparse.ArgumentParser(description='Training config', add_help=False)
     config_parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
                                help='YAML file whose keys (argument names with underscores) set defaults')
-    parser = argparse.ArgumentParser(description='TokenMixup training (timm recipe). Defaults are the quickstart.',
-                                     formatter_class=DefaultsHelpFormatter)
+    parser = RecordingParser(description='TokenMixup training (timm recipe). Defaults are the quickstart.',
+                             formatter_class=DefaultsHelpFormatter)
     _add_arguments(parser)
     return config_parser, parser
 
@@ -77,9 +78,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_arguments(parser: RecordingParser) -> None:
 
-    group = parser.add_argument_group('Dataset')
+    group = parser.recording_group('Dataset')
     group.add_argument('--data-dir', metavar='DIR', default=None, help='dataset root (not needed for embedded/*)')
     group.add_argument('--dataset', metavar='NAME', default=DEFAULT_DATASET,
                        help=f'{DEFAULT_DATASET} (default, ships with the package), or any timm dataset: '
@@ -89,7 +90,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--dataset-download', action=argparse.BooleanOptionalAction, default=False,
                        help='allow torchvision datasets to download (needs a network)')
 
-    group = parser.add_argument_group('Model')
+    group = parser.recording_group('Model')
     group.add_argument('--model', default='cct_2_3x2_htm_vtm', type=str, metavar='MODEL',
                        help='registered model name, or hf-hub:ORG/NAME / local-dir:DIR (a folder from hub.publish)')
     group.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
@@ -126,7 +127,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
     _add_tokenmixup_arguments(parser)
 
-    group = parser.add_argument_group('Optimizer and schedule')
+    group = parser.recording_group('Optimizer and schedule')
     group.add_argument('--opt', default='adamw', type=str, metavar='OPTIMIZER', help='any timm optimizer name')
     group.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON',
                        help='optimizer epsilon (default: the optimizer\'s)')
@@ -175,7 +176,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--cooldown-epochs', type=int, default=0, metavar='N',
                        help='epochs at --min-lr after the schedule')
 
-    group = parser.add_argument_group('Augmentation and regularisation')
+    group = parser.recording_group('Augmentation and regularisation')
     group.add_argument('--no-aug', action=NegativeFlagAction, default=False,
                        help='no training augmentation (--aug: augment)')
     group.add_argument('--scale', type=float, nargs=2, default=[0.85, 1.0], metavar='PCT',
@@ -214,14 +215,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout before the classifier')
     group.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='stochastic depth (model default)')
 
-    group = parser.add_argument_group('Model EMA')
+    group = parser.recording_group('Model EMA')
     group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=False,
                        help='keep an EMA of the weights')
     group.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay per update')
     group.add_argument('--model-ema-warmup', action=argparse.BooleanOptionalAction, default=False,
                        help='EMA decay warmup')
 
-    group = parser.add_argument_group('Misc')
+    group = parser.recording_group('Misc')
     group.add_argument('--seed', type=int, default=42, metavar='S', help='random seed')
     group.add_argument('--log-interval', type=int, default=10, metavar='N', help='steps between log lines')
     group.add_argument('--checkpoint-hist', type=int, default=2, metavar='N', help='numbered checkpoints to keep')
@@ -261,9 +262,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                        help='progress bar (default: on an interactive terminal); plain log lines otherwise')
 
 
-def _add_tokenmixup_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_tokenmixup_arguments(parser: RecordingParser) -> None:
     """One flag per setting of `tokenmixup.SETTINGS` (`--name-with-dashes`), and `--tokenmixup-preset`."""
-    group = parser.add_argument_group(
+    group = parser.recording_group(
         'TokenMixup', "unset: the model's own value (its preset, else the declared default); an empty block "
                       "list disables HTM or VTM (docs/design.md §2.4)")
     group.add_argument('--tokenmixup-preset', default=None, choices=tuple(PRESETS), metavar='NAME',
@@ -329,7 +330,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _read_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+def _read_config(path: str, parser: RecordingParser) -> Dict[str, Any]:
     """The keys of a YAML config file, which must be argument names (with underscores)."""
     try:
         with open(path) as f:
@@ -342,7 +343,7 @@ def _read_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
         raise UsageError(f'-c {path}: not valid YAML{line}: {getattr(e, "problem", None) or e}') from e
     if not isinstance(config, dict):
         raise UsageError(f'-c {path}: expected a mapping of argument names to values, got a {type(config).__name__}')
-    unknown = sorted(set(config) - {action.dest for action in parser._actions})
+    unknown = sorted(set(config) - set(parser.destinations))
     if unknown:
         raise UsageError(f'{path}: unknown keys {unknown} (use argument names with underscores)')
     return config
@@ -351,12 +352,12 @@ def _read_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
 def _given_flags(argv: Sequence[str]) -> Dict[str, Any]:
     """The arguments that `argv` sets explicitly (parsed by a parser without defaults)."""
     parser = build_parsers()[1]
-    for action in parser._actions:
+    for action in parser.arguments:
         action.default = argparse.SUPPRESS
     return vars(parser.parse_args(argv))
 
 
-def _recorded_arguments(checkpoint_path: str, parser: argparse.ArgumentParser) -> Optional[Dict[str, Any]]:
+def _recorded_arguments(checkpoint_path: str, parser: RecordingParser) -> Optional[Dict[str, Any]]:
     """The run arguments saved in `checkpoint_path` that become the resumed run's defaults (None if none)."""
     try:
         recorded = load_training_checkpoint(checkpoint_path).get('args')
@@ -365,7 +366,7 @@ def _recorded_arguments(checkpoint_path: str, parser: argparse.ArgumentParser) -
     if not recorded:
         _logger.warning(f'--resume {checkpoint_path}: the checkpoint records no run arguments; using the flags given')
         return None
-    dests = {action.dest for action in parser._actions}
+    dests = set(parser.destinations)
     return {name: value for name, value in recorded.items() if name in dests and name not in _NOT_RESUMED}
 
 

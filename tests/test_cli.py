@@ -250,7 +250,7 @@ def test_config_switches_can_be_turned_off_on_the_command_line(tmp_path):
 def test_no_store_true_flags_are_left_in_train_py():
     """Every switch of train.py can be set both ways (a YAML config may have turned it on)."""
     _, parser = train.build_parsers()
-    one_way = [action.option_strings for action in parser._actions if isinstance(action, argparse._StoreTrueAction)]
+    one_way = [action.option_strings for action in parser.arguments if isinstance(action, argparse._StoreTrueAction)]
     assert one_way == []
 
 
@@ -270,3 +270,10 @@ def test_validate_amp_on_the_cpu_warns_too(caplog):
         with pytest.raises(cli.UsageError, match='No pretrained weights exist'):  # the model comes after the device
             validate.main(['--model', 'cct_4_3x2', '--amp', '--device', 'cpu'])
     assert any('far slower than float32' in record.getMessage() for record in caplog.records)
+
+
+def test_train_py_records_every_argument_as_it_is_added():
+    """train.py's parser keeps the arguments it adds (cli.RecordingParser): exactly the names a parse sets."""
+    _, parser = train.build_parsers()
+    assert sorted(parser.destinations) == sorted(vars(parser.parse_args([])))
+    assert len(parser.destinations) == len(set(parser.destinations)) and 'tau' in parser.destinations

@@ -382,7 +382,7 @@ def test_prefetcher_is_for_cuda_only_and_its_path_trains(tmp_path, monkeypatch):
 def test_help_shows_every_default():
     parser = train.build_parsers()[1]
     formatter = parser._get_formatter()
-    missing = [action.option_strings for action in parser._actions
+    missing = [action.option_strings for action in parser.arguments
                if action.default is not argparse.SUPPRESS
                and 'default' not in (formatter._get_help_string(action) if action.help else '')]
     assert missing == []

@@ -19,7 +19,7 @@ import os
 import pickle
 import re
 import sys
-from typing import Any, Callable, Dict, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 import timm
 import torch.nn as nn
@@ -30,7 +30,8 @@ from .checkpoints import MODEL_SOURCES, read_checkpoint
 
 __all__ = [
     'DEBUG_ENV', 'USAGE_EXIT_CODE', 'INTERRUPT_EXIT_CODE', 'UsageError', 'debug_enabled', 'one_line', 'run_tool',
-    'setup_logging', 'NegativeFlagAction', 'check_model_name', 'create_model_checked', 'read_checkpoint_argument',
+    'setup_logging', 'NegativeFlagAction', 'RecordingParser', 'check_model_name', 'create_model_checked',
+    'read_checkpoint_argument',
 ]
 
 DEBUG_ENV = 'TOKENMIXUP_DEBUG'
@@ -104,6 +105,44 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # flags
+
+class RecordingParser(argparse.ArgumentParser):
+    """argparse's parser that keeps every argument added to it or to a group from `recording_group`, in order, in
+    `arguments` (the `argparse.Action`s `add_argument` returns), so that nothing reads argparse's private action
+    list."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arguments: List[argparse.Action] = []  # before argparse's __init__, which adds -h
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        return action
+
+    def recording_group(self, *args: Any, **kwargs: Any) -> '_RecordingGroup':
+        """`add_argument_group`, whose arguments are recorded too (argparse adds its own groups through
+        `add_argument_group`, which stays as it is)."""
+        return _RecordingGroup(self.add_argument_group(*args, **kwargs), self.arguments)
+
+    @property
+    def destinations(self) -> List[str]:
+        """The destination of every argument (`-h` aside), in the order they were added."""
+        return [action.dest for action in self.arguments if action.dest != 'help']
+
+
+class _RecordingGroup:
+    """An argument group of a `RecordingParser`: its arguments are the parser's too."""
+
+    def __init__(self, group: Any, arguments: List[argparse.Action]) -> None:
+        self._group = group
+        self._arguments = arguments
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = self._group.add_argument(*args, **kwargs)
+        self._arguments.append(action)
+        return action
+
 
 class NegativeFlagAction(argparse.Action):
     """A switch named for turning something off, with its opposite: `--no-X` sets the value True and
