@@ -83,6 +83,11 @@ def test_memory_feeding_blocks_keep_no_attention_maps_for_backward():
     base_maps = _saved_attention_maps(base, images, labels, 16, 12)
     vtm_maps = _saved_attention_maps(vtm, images, labels, 16, 12)
     assert len(vtm_maps) == len(base_maps)
+    # positive control: with attention dropout on the CPU the blocks feeding the memory compute their
+    # probabilities explicitly (docs/design.md §4), and the same capture sees those maps
+    explicit = timm.create_model('cct_4_3x2', vtm_layers=(3,), kappa=4, **dict(settings, attn_drop_rate=0.1)).train()
+    explicit.load_state_dict(base.state_dict())
+    assert len(_saved_attention_maps(explicit, images, labels, 16, 12)) > len(vtm_maps)
 
 
 @pytest.mark.parametrize('name', ['cct_2_3x2_htm_vtm', 'cct_7_3x1_htm_vtm', 'vit_tiny_patch16_224_htm_vtm'])
