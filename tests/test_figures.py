@@ -156,10 +156,10 @@ def test_correlation_is_pearsons():
         assert float(got[index]) == pytest.approx(expected, abs=1e-6)
 
 
-def test_the_pictures_the_readme_shows_exist_at_their_documented_sizes():
-    """README.md embeds PNGs made from the shipped model with the documented commands."""
-    readme = (REPO_ROOT / 'README.md').read_text()
-    shown = re.findall(r'!\[[^\]]*\]\(([^)]+\.png)\)', readme)
+def test_the_pictures_the_docs_show_exist_at_their_documented_sizes():
+    """docs/pictures.md embeds PNGs made from the shipped model with the documented commands."""
+    page = (REPO_ROOT / 'docs' / 'pictures.md').read_text()
+    shown = [f'docs/{path}' for path in re.findall(r'!\[[^\]]*\]\(([^)]+\.png)\)', page)]
     sizes = {'saliency': SALIENCY_FIGURE_PX, 'mix': (MIX_ROW_PX[0], MIX_ROW_PX[1] * 3),
              'curriculum': CURRICULUM_FIGURE_PX}
     assert {next(kind for kind in sizes if kind in path) for path in shown} == set(sizes)

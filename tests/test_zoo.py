@@ -825,3 +825,13 @@ def test_forward_takes_every_default_positionally(name):
     defaults = [p.default for p in parameters[1:]]
     with torch.no_grad():
         assert torch.equal(model(x, *defaults), model(x))
+
+
+@pytest.mark.parametrize('name', ['cct_2_3x2_htm_vtm', 'vit_tiny_patch16_224_htm_vtm'])
+def test_torch_export_of_the_eval_model_gives_its_logits(name):
+    kwargs = dict(img_size=32) if name.startswith('vit') else {}
+    model = timm.create_model(name, num_classes=10, **kwargs).eval()
+    x = torch.randn(2, 3, 32, 32)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-6)
