@@ -34,19 +34,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-from timm.data import create_transform, resolve_data_config
+from timm.data import create_transform
 from timm.utils import ParseKwargs
 
 import models  # noqa: F401  (registers the zoo with timm)
-from tokenmixup_tools.checkpoints import RUN_ARGS_KEY
 from tokenmixup_tools.cli import UsageError, read_checkpoint_argument, run_tool, setup_logging
-from tokenmixup_tools.datasets import (
-    DEFAULT_DATASET, create_dataset_split, image_mode, model_in_chans, with_channels)
+from tokenmixup_tools.datasets import DEFAULT_DATASET, create_dataset_split, image_mode
 from tokenmixup_tools.figures import (
     correlation, draw_curriculum, draw_mix, draw_saliency, replaced_pairs, require_matplotlib, saliency_maps,
     token_grid)
 from tokenmixup_tools.files import atomic_open
-from tokenmixup_tools.loading import load_eval_model, recorded_img_size
+from tokenmixup_tools.loading import load_eval_model, recorded_data_config
 from tokenmixup_tools.runtime import default_device
 
 _logger = logging.getLogger('visualize')
@@ -132,13 +130,7 @@ def load_model(args: argparse.Namespace) -> Tuple[nn.Module, str, Dict[str, Any]
         model_kwargs=args.model_kwargs, use_ema=args.use_ema)
     if not hasattr(model, 'tokenmixup_cfg'):
         raise UsageError(f'--model {name} is not a model of this zoo (it has no TokenMixup blocks to read)')
-    run_args = (checkpoint or {}).get(RUN_ARGS_KEY) or {}
-    recorded = {key: run_args.get(key) for key in ('crop_pct', 'mean', 'std', 'interpolation') if run_args.get(key)}
-    img_size = args.img_size or args.model_kwargs.get('img_size') or recorded_img_size(checkpoint)
-    data_config = resolve_data_config(dict(recorded, img_size=img_size), model=model)
-    in_chans = model_in_chans(model)
-    if in_chans is not None and in_chans != data_config['input_size'][0]:  # e.g. trained with --in-chans 1
-        data_config = with_channels(data_config, in_chans)
+    data_config = recorded_data_config(model, checkpoint, args.img_size or args.model_kwargs.get('img_size'))
     device = torch.device(args.device or default_device())
     return model.to(device).eval(), name, data_config
 

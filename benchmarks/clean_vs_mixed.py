@@ -25,15 +25,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from timm.data import create_transform, resolve_data_config
+from timm.data import create_transform
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repository's packages
 
 import models  # noqa: E402,F401  (registers the zoo with timm)
 from tokenmixup_tools.checkpoints import RUN_ARGS_KEY  # noqa: E402
 from tokenmixup_tools.cli import read_checkpoint_argument  # noqa: E402
-from tokenmixup_tools.datasets import create_dataset_split, image_mode, with_channels, model_in_chans  # noqa: E402
-from tokenmixup_tools.loading import load_eval_model, recorded_img_size  # noqa: E402
+from tokenmixup_tools.datasets import create_dataset_split, image_mode  # noqa: E402
+from tokenmixup_tools.loading import load_eval_model, recorded_data_config  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -120,10 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         model, name = load_eval_model(None, checkpoint, path)
         dataset_name = args.dataset or run_args.get('dataset')
         data_dir = args.data_dir or run_args.get('data_dir')
-        recorded = {key: run_args.get(key) for key in ('crop_pct', 'mean', 'std', 'interpolation') if run_args.get(key)}
-        data_config = resolve_data_config(dict(recorded, img_size=recorded_img_size(checkpoint)), model=model)
-        in_chans = model_in_chans(model) or data_config['input_size'][0]
-        data_config = with_channels(data_config, in_chans)
+        data_config = recorded_data_config(model, checkpoint)
+        in_chans = data_config['input_size'][0]
         transform = create_transform(data_config['input_size'], is_training=False,
                                      interpolation=data_config['interpolation'], mean=data_config['mean'],
                                      std=data_config['std'], crop_pct=data_config['crop_pct'])

@@ -7,12 +7,15 @@ weights, and every mistake in them into a `UsageError` that names the flag.
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch.nn as nn
+from timm.data import resolve_data_config
 from timm.models import split_model_name_tag
 
-from .checkpoints import checkpoint_weights, create_model_from_config, load_weights, model_config_from_checkpoint
+from .checkpoints import (
+    RUN_ARGS_KEY, checkpoint_weights, create_model_from_config, load_weights, model_config_from_checkpoint)
 from .cli import UsageError, check_model_name, create_model_checked, one_line
+from .datasets import model_in_chans, with_channels
 
-__all__ = ['load_eval_model', 'recorded_img_size']
+__all__ = ['load_eval_model', 'recorded_img_size', 'recorded_data_config']
 
 
 def load_eval_model(
@@ -86,6 +89,19 @@ def recorded_img_size(checkpoint: Optional[Dict[str, Any]]) -> Optional[int]:
     """The `img_size` a checkpoint's model record was built with, or None."""
     record = model_config_from_checkpoint(checkpoint) if checkpoint is not None else None
     return (record or {}).get('model_kwargs', {}).get('img_size')
+
+
+def recorded_data_config(model: nn.Module, checkpoint: Optional[Dict[str, Any]],
+                         img_size: Optional[int] = None) -> Dict[str, Any]:
+    """timm's eval data config of `model` with the preprocessing its run recorded (crop_pct, mean, std,
+    interpolation), at `img_size` (default: the size the record built it for), for the model's input channels."""
+    run_args = (checkpoint or {}).get(RUN_ARGS_KEY) or {}
+    recorded = {key: run_args.get(key) for key in ('crop_pct', 'mean', 'std', 'interpolation') if run_args.get(key)}
+    data_config = resolve_data_config(dict(recorded, img_size=img_size or recorded_img_size(checkpoint)), model=model)
+    in_chans = model_in_chans(model)
+    if in_chans is not None and in_chans != data_config['input_size'][0]:  # e.g. trained with --in-chans 1
+        data_config = with_channels(data_config, in_chans)
+    return data_config
 
 
 def _architecture(name: str) -> str:
