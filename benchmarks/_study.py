@@ -6,7 +6,16 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ['split_train_args', 'add_study_args', 'check_study_args', 'read_summary', 'finished']
+# the CCT-2/3x2 arms both studies train: train.py flags of each
+TOKENMIXUP_ARMS: Dict[str, Tuple[str, ...]] = {
+    'base': ('--model', 'cct_2_3x2'),
+    'htm': ('--model', 'cct_2_3x2_htm'),
+    'vtm': ('--model', 'cct_2_3x2_vtm'),
+    'htm_vtm': ('--model', 'cct_2_3x2_htm_vtm'),
+    'random_tokens': ('--model', 'cct_2_3x2_htm_vtm', '--token-selection', 'random'),
+}
+
+__all__ = ['TOKENMIXUP_ARMS', 'split_train_args', 'add_study_args', 'check_study_args', 'read_summary', 'finished']
 
 
 def split_train_args(argv: Optional[Sequence[str]]) -> Tuple[List[str], List[str]]:

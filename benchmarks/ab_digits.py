@@ -34,16 +34,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from _study import add_study_args, check_study_args, finished, read_summary, split_train_args
+from _study import TOKENMIXUP_ARMS, add_study_args, check_study_args, finished, read_summary, split_train_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ARMS: Dict[str, Tuple[str, ...]] = {
-    'base': ('--model', 'cct_2_3x2'),
-    'htm': ('--model', 'cct_2_3x2_htm'),
-    'vtm': ('--model', 'cct_2_3x2_vtm'),
-    'htm_vtm': ('--model', 'cct_2_3x2_htm_vtm'),
-    'random_tokens': ('--model', 'cct_2_3x2_htm_vtm', '--token-selection', 'random'),
-}
+ARMS = TOKENMIXUP_ARMS
 RECORD = 'ab_command.json'  # the command of a finished run, written by this script
 
 

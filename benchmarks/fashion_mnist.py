@@ -42,17 +42,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from scipy import stats
 
-from _study import add_study_args, check_study_args, finished, read_summary, split_train_args
+from _study import TOKENMIXUP_ARMS, add_study_args, check_study_args, finished, read_summary, split_train_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'fashion_mnist_cct_2_3x2.yaml'
 MIXUP_CUTMIX = ('--mixup', '0.8', '--cutmix', '1.0')
 ARMS: Dict[str, Tuple[str, ...]] = {
-    'base': ('--model', 'cct_2_3x2'),
-    'htm': ('--model', 'cct_2_3x2_htm'),
-    'vtm': ('--model', 'cct_2_3x2_vtm'),
-    'htm_vtm': ('--model', 'cct_2_3x2_htm_vtm'),
-    'random_tokens': ('--model', 'cct_2_3x2_htm_vtm', '--token-selection', 'random'),
+    **TOKENMIXUP_ARMS,
     'mixup_cutmix': ('--model', 'cct_2_3x2', *MIXUP_CUTMIX),
     'mixup_cutmix_htm_vtm': ('--model', 'cct_2_3x2_htm_vtm', *MIXUP_CUTMIX, '--tau', '1.0'),
 }
