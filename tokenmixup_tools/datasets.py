@@ -12,7 +12,7 @@ declares.
 """
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Type
 
 import numpy as np
 import timm.data
@@ -20,7 +20,7 @@ import torch.utils.data
 from PIL import Image
 
 from .cli import UsageError
-from .idx_datasets import IDX_DATASETS, IdxDataset, IdxFilesMissing, is_idx_dataset
+from .idx_datasets import IDX_DATASETS, GreyscaleImages, IdxDataset, IdxFilesMissing, is_idx_dataset
 
 __all__ = [
     'DEFAULT_DATASET', 'EMBEDDED_DATASETS', 'EmbeddedDigits', 'is_embedded_dataset', 'create_embedded_dataset',
@@ -38,7 +38,7 @@ _NO_FOLDER_PREFIXES = ('hfds/', 'hfids/', 'tfds/', 'wds/')
 _SPLIT_FOLDERS = (('train', 'training'), ('val', 'valid', 'validation', 'eval', 'evaluation'))
 
 
-class EmbeddedDigits(torch.utils.data.Dataset):
+class EmbeddedDigits(GreyscaleImages):
     """UCI handwritten digits as RGB PIL images, with a fixed train/validation split.
 
     Args:
@@ -47,6 +47,7 @@ class EmbeddedDigits(torch.utils.data.Dataset):
         target_transform: applied to each integer label.
     """
 
+    pil_mode = 'RGB'
     num_classes = 10
     label_names = tuple(str(digit) for digit in range(10))
 
@@ -69,18 +70,6 @@ class EmbeddedDigits(torch.utils.data.Dataset):
         self.split = split
         self.transform = transform
         self.target_transform = target_transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> Tuple[object, int]:
-        image = Image.fromarray(self.images[index], mode='L').convert('RGB')
-        label = int(self.labels[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            label = self.target_transform(label)
-        return image, label
 
 
 EMBEDDED_DATASETS: Dict[str, Type[EmbeddedDigits]] = {DEFAULT_DATASET: EmbeddedDigits}

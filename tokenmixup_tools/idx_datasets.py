@@ -25,8 +25,8 @@ from PIL import Image
 import torch.utils.data
 
 __all__ = [
-    'IdxSpec', 'IDX_DATASETS', 'IdxDataset', 'IdxFilesMissing', 'is_idx_dataset', 'find_idx_files', 'read_idx',
-    'parse_split', 'stratified_order',
+    'IdxSpec', 'IDX_DATASETS', 'GreyscaleImages', 'IdxDataset', 'IdxFilesMissing', 'is_idx_dataset', 'find_idx_files',
+    'read_idx', 'parse_split', 'stratified_order',
 ]
 
 _SPLIT_FILES = {
@@ -153,7 +153,34 @@ def stratified_order(labels: np.ndarray, seed: int = _ORDER_SEED) -> np.ndarray:
     return np.lexsort((labels, position))
 
 
-class IdxDataset(torch.utils.data.Dataset):
+class GreyscaleImages(torch.utils.data.Dataset):
+    """Images held as a (N, H, W) uint8 array with (N,) int64 labels, given out as PIL images of `pil_mode`.
+
+    Subclasses set `images`, `labels`, `transform` (timm's `create_loader` sets it) and `target_transform`.
+    """
+
+    pil_mode = 'L'
+    images: np.ndarray
+    labels: np.ndarray
+    transform: Optional[Callable]
+    target_transform: Optional[Callable]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Tuple[object, int]:
+        image = Image.fromarray(np.asarray(self.images[index]), mode='L')
+        if self.pil_mode != 'L':
+            image = image.convert(self.pil_mode)
+        label = int(self.labels[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return image, label
+
+
+class IdxDataset(GreyscaleImages):
     """One split of an MNIST-format dataset as single-channel PIL images.
 
     Args:
@@ -204,15 +231,3 @@ class IdxDataset(torch.utils.data.Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.spec.classes)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> Tuple[object, int]:
-        image = Image.fromarray(np.asarray(self.images[index]), mode='L')
-        label = int(self.labels[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            label = self.target_transform(label)
-        return image, label
