@@ -454,6 +454,10 @@ class CCTBase(NamedTuple):
     def depth(self) -> int:
         return int(self.args['depth'])
 
+    def cfg(self, classifier: Any, overrides: Dict[str, Any]) -> Dict[str, Any]:
+        """A pretrained cfg of this base or of a variant of it, whose heads `classifier` names."""
+        return self.make_cfg(**dict(overrides, classifier=classifier))
+
 
 def _cct_args(embed_dim: int, depth: int, kernel_size: int, num_conv_layers: int, **kwargs: Any) -> Dict[str, Any]:
     """The CCT sizes: D 128 with 2 heads and MLP ratio 1 (CCT-2, -4), 256 with 4 and 2 (CCT-6, -7), 384 with 6 and 3
@@ -517,17 +521,15 @@ def _variant_cfgs(
         for suffix, preset in _VARIANT_PRESETS.items():
             name = base.name + suffix
             classifier = preset_classifiers('head', preset, base.depth)
-
-            def cfg(overrides: Dict[str, Any], base: CCTBase = base, classifier: Any = classifier) -> Dict[str, Any]:
-                return base.make_cfg(**dict(overrides, classifier=classifier))
-
             inherited = {
-                tag: cfg(dict(overrides, description=base_weights_description(source)) if suffix else overrides)
+                tag: base.cfg(classifier, dict(overrides, description=base_weights_description(source)) if suffix
+                              else overrides)
                 for tag, (source, overrides) in base.tags.items()}
             tagged = tagged_cfgs(
-                name, inherited, {tag: cfg(overrides) for tag, overrides in shipped.get(name, {}).items()},
-                {tag: cfg(overrides) for tag, overrides in published.get(name, {}).items()})
-            cfgs.update(tagged or {name: cfg({})})
+                name, inherited,
+                {tag: base.cfg(classifier, overrides) for tag, overrides in shipped.get(name, {}).items()},
+                {tag: base.cfg(classifier, overrides) for tag, overrides in published.get(name, {}).items()})
+            cfgs.update(tagged or {name: base.cfg(classifier, {})})
     return cfgs
 
 
