@@ -112,10 +112,10 @@ class HorizontalTokenMixup(nn.Module):
             return HorizontalTokenMixupResult(x, target, x.new_zeros((), dtype=torch.float32), None)
         if self.num_classes == 0:
             raise ValueError('HorizontalTokenMixup has num_classes=0: targets cannot be mixed without a classifier')
-        target = as_soft_target(target, self.num_classes)
-        scorenet_input = x.detach() if self.config.scorenet_detach else x
-        difficulty = self.scorenet.difficulty(scorenet_input, target)
         config = self.config
+        target = as_soft_target(target, self.num_classes)
+        scorenet_input = x.detach() if config.scorenet_detach else x
+        difficulty = self.scorenet.difficulty(scorenet_input, target)
         loss = config.scorenet_lambda * (difficulty.mean() if difficulty.shape[0] else difficulty.sum())  # 0 if empty
         finite = finite_samples(x, saliency)
         if config.mixing == 'manifold':
