@@ -13,10 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import huggingface_hub
+import numpy as np
 import pytest
 import safetensors.torch
 import timm
+import timm.data
 import torch
+from PIL import Image
 from timm.models import generate_default_cfgs
 
 import train  # tools at the repository root: setup.cfg puts the root on pytest's python path
@@ -176,6 +179,26 @@ def test_the_folder_builds_as_transformers_timm_wrapper_builds_it(exported, sour
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(model.eval()(x), source_model(x), rtol=0, atol=0)
     assert model.tokenmixup_cfg == source_model.tokenmixup_cfg
+
+
+def test_transformers_loads_the_folder_and_gives_its_logits(exported, source_model):
+    """The real thing, where transformers is installed (the test extra has it): AutoModelForImageClassification on
+    the folder is TimmWrapper, whose logits are the exported model's, and its image processor is the eval
+    transform of the run (size, mean, std)."""
+    transformers = pytest.importorskip('transformers')
+    model = transformers.AutoModelForImageClassification.from_pretrained(str(exported)).eval()
+    assert type(model).__name__ == 'TimmWrapperForImageClassification'
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=x).logits, source_model(x), rtol=0, atol=0)
+    processor = transformers.AutoImageProcessor.from_pretrained(str(exported))
+    folder_model = timm.create_model(f'local-dir:{exported}', pretrained=False)  # the run's eval preprocessing
+    data_config = timm.data.resolve_data_config({}, model=folder_model)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    pixels = processor(image, return_tensors='pt')['pixel_values']
+    assert pixels.shape == (1, *data_config['input_size']) == (1, 3, 16, 16)
+    transform = timm.data.create_transform(**data_config)
+    torch.testing.assert_close(pixels[0], transform(image), rtol=0, atol=1e-5)
 
 
 def test_validate_on_local_dir_reproduces_the_checkpoint_top1(exported, run):
