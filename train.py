@@ -40,7 +40,8 @@ from timm.utils import (
 
 import models  # noqa: F401  (registers the zoo with timm)
 from tokenmixup import HTMStatisticsMeter, TokenMixupOutput, flat_statistics, one_hot_target
-from tokenmixup.settings import PRESETS, SETTINGS, Setting
+from models.presets import PRESETS
+from tokenmixup.settings import SETTINGS, Setting
 from tokenmixup_tools.checkpoints import (
     MODEL_CONFIG_KEY, describe_model, load_training_checkpoint, plain_data, plain_run_arguments, resolve_model_source,
     save_training_checkpoint)
@@ -268,7 +269,7 @@ def _add_tokenmixup_arguments(parser: RecordingParser) -> None:
         'TokenMixup', "unset: the model's own value (its preset, else the declared default); an empty block "
                       "list disables HTM or VTM (docs/design.md §2.4)")
     group.add_argument('--tokenmixup-preset', default=None, choices=tuple(PRESETS), metavar='NAME',
-                       help=f'a recipe of tokenmixup.PRESETS, adapted to the model: {", ".join(PRESETS)} '
+                       help=f'a recipe of models.presets.PRESETS, adapted to the model: {", ".join(PRESETS)} '
                             "(default: the model's own)")
     for setting in SETTINGS:
         group.add_argument(f'--{setting.name.replace("_", "-")}', default=None, **_flag_options(setting),

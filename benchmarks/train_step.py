@@ -15,8 +15,9 @@ train.py: lr 2e-3, weight decay 0.05), and measures in one process:
   |goal - ratio| (if not, the measurement cannot tell whether the goal is met: run more repeats, on a quieter machine).
 - **eval forward**: `model.eval()`, `torch.no_grad()`, `model(images)`, interleaved likewise; ratio to the base
   (goal 1.00: in eval mode every variant is its base model).
-- **memory**, at `--memory-batch-size` (default 32, the batch of the issue's goals): on CPU the bytes of the tensors
-  autograd saves for backward during one training forward (loss included), counted once per storage
+- **memory**, at `--memory-batch-size` (default 32, the batch of the memory goals of docs/design.md §9): on CPU
+  the bytes of the tensors autograd saves for backward during one training forward (loss included), counted once
+  per storage
   (`torch.autograd.graph.saved_tensors_hooks`, storage data pointer -> `untyped_storage().nbytes()`; parameters and
   buffers excluded: they are not activations), on CUDA also `torch.cuda.max_memory_allocated()` over one full step
   after `reset_peak_memory_stats()`, less what was allocated before the step (the four models, their optimizer

@@ -6,7 +6,8 @@
 
 Exports the checkpoint exactly as `python -m hub.publish --no-push` would (its `model.safetensors`), checks that
 the registered name builds the very model the run trained (same architecture, classes, image size and every
-TokenMixup setting, since a pretrained tag cannot carry model arguments), and writes into `models/weights/`
+TokenMixup setting in effect, since a pretrained tag cannot carry model arguments: HTM's settings count where the
+model has HTM layers, VTM's where it has VTM layers), and writes into `models/weights/`
 (`--dest`):
 
 - `NAME.TAG.safetensors`: the weights, which `models/cct.py` registers for the tag through timm's `file` source;
@@ -79,11 +80,17 @@ def summary_row(checkpoint_path: str, epoch: int) -> Dict[str, float]:
 def check_registered_model(name: str, trained: torch.nn.Module) -> None:
     """`timm.create_model(name)` must build the trained model: a tag cannot carry model arguments."""
     registered = timm.create_model(name, pretrained=False)
-    for what in ('num_classes', 'img_size', 'tokenmixup_cfg'):
-        if getattr(registered, what, None) != getattr(trained, what, None):
-            raise UsageError(f'--name {name}: the registered model has {what} {getattr(registered, what, None)}, '
-                             f'the run trained {getattr(trained, what, None)}; register the tag with the run\'s '
-                             'settings, or train with the registered ones')
+    # the TokenMixup settings that the model reads: a tau passed to a model without HTM changes nothing
+    differences = {
+        what: (mine, theirs) for what, mine, theirs in (
+            ('num_classes', registered.num_classes, trained.num_classes),
+            ('img_size', getattr(registered, 'img_size', None), getattr(trained, 'img_size', None)),
+            ('TokenMixup settings', registered.tokenmixup_cfg.in_effect(), trained.tokenmixup_cfg.in_effect()))
+        if mine != theirs}
+    if differences:
+        what, (mine, theirs) = next(iter(differences.items()))
+        raise UsageError(f'--name {name}: the registered model has {what} {mine}, the run trained {theirs}; '
+                         'register the tag with the run\'s settings, or train with the registered ones')
     shapes = {key: tuple(value.shape) for key, value in registered.state_dict().items()}
     if shapes != {key: tuple(value.shape) for key, value in trained.state_dict().items()}:
         raise UsageError(f'--name {name}: the registered model\'s parameters differ from the run\'s')

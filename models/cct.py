@@ -154,7 +154,7 @@ class CCT(TokenMixupMixin, nn.Module):
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         device, dtype: where and in which dtype to create the weights (timm's keywords; 'meta' builds
             without memory for them).
-        tokenmixup_preset: a recipe of `tokenmixup.PRESETS` (e.g. 'cct_cifar100_htm'), adapted to this
+        tokenmixup_preset: a recipe of `models.presets.PRESETS` (e.g. 'cct_cifar100_htm'), adapted to this
             model; None keeps the declared defaults (no HTM, no VTM).
         **settings: the TokenMixup settings of `tokenmixup.SETTINGS` (htm_layers, vtm_layers, tau, ...),
             over the preset; `inspect.signature(CCT)` lists them with their defaults.

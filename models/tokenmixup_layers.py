@@ -21,9 +21,11 @@ from timm.layers import Attention
 from timm.models import checkpoint, checkpoint_seq
 
 from tokenmixup import (
-    PRESETS, SETTINGS, HorizontalTokenMixup, HTMStatistics, ModelContext, TokenMixupConfig, TokenMixupOutput,
+    SETTINGS, HorizontalTokenMixup, HTMStatistics, ModelContext, TokenMixupConfig, TokenMixupOutput,
     VerticalTokenMixup, as_soft_target, resolve_settings, self_attention_weights, split_qkv, vertical_attention)
 from tokenmixup.settings import settings_signature
+
+from .presets import get_preset
 
 __all__ = [
     'TokenMixupMixin', 'BlocksOutput', 'tokenmixup_attention', 'tokenmixup_attention_map',
@@ -39,7 +41,8 @@ def scorenet_classifier(block: int) -> str:
 
 def preset_classifiers(head: str, preset: Optional[str], depth: int):
     """The pretrained cfg's `classifier` of a variant: its head plus the ScoreNet classifiers of its preset."""
-    htm_blocks = PRESETS[preset].layers(depth).get('htm_layers', ()) if preset is not None else ()
+    recipe = get_preset(preset)
+    htm_blocks = recipe.layers(depth).get('htm_layers', ()) if recipe is not None else ()
     return (head,) + tuple(scorenet_classifier(block) for block in htm_blocks) if htm_blocks else head
 
 
@@ -175,7 +178,7 @@ class TokenMixupMixin:
         HTM module of every HTM block and the VTM memory builder."""
         check_attention_supported(self.blocks)
         context = ModelContext(len(self.blocks), num_tokens, self.num_prefix_tokens, has_class_token, num_classes)
-        config = resolve_settings(settings, context, preset, owner=type(self).__name__)
+        config = resolve_settings(settings, context, get_preset(preset), owner=type(self).__name__)
         self.tokenmixup_cfg = config
         self.htm = nn.ModuleDict({
             str(index): HorizontalTokenMixup(

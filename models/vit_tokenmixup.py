@@ -70,7 +70,7 @@ class VisionTransformerTokenMixup(TokenMixupMixin, VisionTransformer):
     """timm's VisionTransformer with optional Horizontal and Vertical TokenMixup.
 
     Args:
-        tokenmixup_preset: a recipe of `tokenmixup.PRESETS` (the registered variants use
+        tokenmixup_preset: a recipe of `models.presets.PRESETS` (the registered variants use
             'vit_imagenet_htm', 'vit_imagenet_vtm', 'vit_imagenet_htm_vtm'); None keeps the declared
             defaults (no HTM, no VTM).
         **kwargs: every `VisionTransformer` argument and every TokenMixup setting of
@@ -344,7 +344,7 @@ def create_tokenmixup_vit(
         model_name: the timm base; its tag (or `pretrained_cfg`) picks the weights, timm's default tag else.
         pretrained: load the base's timm weights: every weight strictly, the ScoreNet fresh. With a
             different `num_classes` timm drops the head and the ScoreNet heads, as for its own models.
-        tokenmixup_preset: a recipe of `tokenmixup.PRESETS`; None: the declared defaults (no HTM and no
+        tokenmixup_preset: a recipe of `models.presets.PRESETS`; None: the declared defaults (no HTM and no
             VTM unless their layers are given, 'mean' saliency and a SeqPool ScoreNet, which suit models with
             and without a CLS token). The paper's ImageNet recipes are 'vit_imagenet_htm' (and _vtm,
             _htm_vtm) for models with a CLS token and 'vit_imagenet_htm_gap' (...) for models without.

@@ -27,7 +27,8 @@ from hub import publish
 from models import ANY_VIT_ARCHITECTURE, create_tokenmixup_vit, tokenmixup_model_args
 from models.tokenmixup_layers import check_attention_supported
 from models.vit_tokenmixup import RECIPES, VARIANT_BASES, read_timm_build
-from tokenmixup.settings import PRESETS, SETTING_NAMES
+from models.presets import PRESETS
+from tokenmixup.settings import SETTING_NAMES
 from tokenmixup_tools.checkpoints import create_model_from_config, describe_model, load_training_checkpoint
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')

@@ -69,7 +69,7 @@ def source_model(run):
 
 @pytest.fixture(scope='module')
 def exported(run, tmp_path_factory):
-    """The issue's one command: export the checkpoint (no push, so no token) with its results."""
+    """The one command: export the checkpoint (no push, so no token) with its results."""
     local_dir = tmp_path_factory.mktemp('export') / 'cct-digits'
     result = publish.main([run['checkpoint'], '--repo-id', REPO_ID, '--local-dir', str(local_dir), '--no-push',
                            '--results-file', run['results_file']])

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import train
-from tokenmixup.settings import PRESETS, SETTINGS
+from models.presets import PRESETS
+from tokenmixup.settings import SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the configs of the paper's rows (the others are recipes for other datasets, shared by a study's arms)

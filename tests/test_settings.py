@@ -15,8 +15,9 @@ import timm
 
 import models
 from tokenmixup import HorizontalTokenMixup, VerticalTokenMixup
+from models.presets import PRESETS, get_preset
 from tokenmixup.settings import (
-    PRESETS, SETTING_DEFAULTS, SETTING_NAMES, SETTINGS, ModelContext, Preset, Setting, TokenMixupConfig,
+    SETTING_DEFAULTS, SETTING_NAMES, SETTINGS, ModelContext, Preset, Setting, TokenMixupConfig,
     check_settings, resolve_settings, settings_in_scope)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,16 @@ def test_scopes_split_the_settings_between_the_htm_and_vtm_modules():
     model = {setting.name for setting in settings_in_scope('model')}
     assert model == {'htm_layers', 'vtm_layers'} and not model & (htm | vtm)
     assert model | htm | vtm == set(SETTING_NAMES)
+
+
+def test_settings_in_effect_are_those_of_the_modules_the_model_has():
+    """What the shipping check compares: a base model reads no setting, a VTM model only VTM's."""
+    assert TokenMixupConfig(tau=0.6).in_effect() == TokenMixupConfig().in_effect() == dict(htm_layers=(), vtm_layers=())
+    vtm = TokenMixupConfig(vtm_layers=(1,), tau=0.6).in_effect()
+    assert vtm == dict(htm_layers=(), vtm_layers=(1,), kappa=3, saliency='mean', vtm_detach=False)
+    assert TokenMixupConfig(htm_layers=(1,), tau=0.6).in_effect()['tau'] == 0.6
+    both = TokenMixupConfig(htm_layers=(1,), vtm_layers=(1,)).in_effect()
+    assert set(both) == set(SETTING_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +156,7 @@ def test_the_modules_check_their_settings_through_the_declaration(monkeypatch):
 @pytest.mark.parametrize('name', sorted(PRESETS))
 def test_every_preset_is_valid_on_its_reference_model(name):
     context = CCT_7 if name.startswith('cct') else ModelContext(12, 197, 1, has_class_token=True)
-    config = resolve_settings({}, context, preset=name)
+    config = resolve_settings({}, context, get_preset(name))
     assert config.htm_layers or config.vtm_layers
 
 
@@ -174,31 +185,31 @@ def test_presets_are_the_paper_recipes():
     }
     assert set(expected) == set(PRESETS)
     for name, values in expected.items():
-        config = resolve_settings({}, vit if name.startswith('vit') else CCT_7, preset=name)
+        config = resolve_settings({}, vit if name.startswith('vit') else CCT_7, get_preset(name))
         assert {key: getattr(config, key) for key in values} == values, name
 
 
 @pytest.mark.parametrize('num_tokens, kappa', [(256, 80), (64, 20), (16, 5), (1024, 320), (1, 1)])
 def test_vtm_only_kappa_follows_the_token_count(num_tokens, kappa):
     """docs/design.md §5.3: round(80 * T / 256), at least 1."""
-    config = resolve_settings({}, ModelContext(7, num_tokens), preset='cct_cifar100_vtm')
+    config = resolve_settings({}, ModelContext(7, num_tokens), get_preset('cct_cifar100_vtm'))
     assert config.kappa == kappa
 
 
 def test_block_indices_clamp_to_the_last_block_of_shallower_models():
-    config = resolve_settings({}, ModelContext(2, 64), preset='cct_cifar100_htm_vtm')
+    config = resolve_settings({}, ModelContext(2, 64), get_preset('cct_cifar100_htm_vtm'))
     assert (config.htm_layers, config.vtm_layers) == ((1,), (1,))
     assert PRESETS['cct_cifar100_htm_vtm'].layers(4) == {'htm_layers': (3,), 'vtm_layers': (2,)}
 
 
 def test_precedence_is_declared_default_then_preset_then_explicit():
-    config = resolve_settings({'rho': 0.5, 'vtm_layers': ()}, CCT_7, preset='cct_cifar10_htm_vtm')
+    config = resolve_settings({'rho': 0.5, 'vtm_layers': ()}, CCT_7, get_preset('cct_cifar10_htm_vtm'))
     assert config.rho == 0.5  # explicit over the preset's 0.004
     assert config.tau == 1.0  # the preset over the declared 2.0
     assert config.vtm_layers == ()
     assert config.scorenet_lambda == SETTING_DEFAULTS['scorenet_lambda']  # neither sets it
     with pytest.raises(ValueError, match='tokenmixup_preset must be one of'):
-        resolve_settings({}, CCT_7, preset='cifar')
+        resolve_settings({}, CCT_7, get_preset('cifar'))
 
 
 @pytest.mark.parametrize('preset, classes, tau', [
@@ -210,8 +221,8 @@ def test_cct_presets_scale_tau_with_the_log_of_the_class_count(preset, classes, 
     CCT preset keeps that fraction for the model's class count; unknown counts and the ViT recipe keep tau."""
     reference = CCT_7 if preset.startswith('cct') else ModelContext(12, 197, 1, True)
     context = dataclasses.replace(reference, num_classes=classes)
-    assert resolve_settings({}, context, preset).tau == pytest.approx(tau, abs=1e-4)
-    assert resolve_settings({'tau': 0.7}, context, preset).tau == 0.7  # an explicit tau is never scaled
+    assert resolve_settings({}, context, get_preset(preset)).tau == pytest.approx(tau, abs=1e-4)
+    assert resolve_settings({'tau': 0.7}, context, get_preset(preset)).tau == 0.7  # an explicit tau is never scaled
 
 
 @pytest.mark.parametrize('classes', [10, 100, 37])
@@ -230,7 +241,8 @@ def test_a_preset_with_bad_values_is_refused():
 
 def test_registered_variants_use_their_preset_and_accept_another():
     cifar100 = dataclasses.replace(CCT_7, num_classes=100)
-    assert timm.create_model('cct_7_3x1_htm').tokenmixup_cfg == resolve_settings({}, cifar100, 'cct_cifar100_htm')
+    expected = resolve_settings({}, cifar100, get_preset('cct_cifar100_htm'))
+    assert timm.create_model('cct_7_3x1_htm').tokenmixup_cfg == expected
     model = timm.create_model('cct_7_3x1_htm', tokenmixup_preset='cct_cifar10_htm', num_classes=10)
     assert (model.tokenmixup_cfg.tau, model.tokenmixup_cfg.rho) == (1.0, 0.003)
     base = timm.create_model('cct_7_3x1', tokenmixup_preset='cct_cifar100_htm_vtm')
@@ -280,10 +292,12 @@ def _source_files():
 def test_no_source_file_restates_a_setting_default():
     """Outside the declaration, no function parameter named after a setting has a literal default and no
     call passes a setting its declared default as a literal: defaults are looked up, not repeated."""
-    declaration = REPO_ROOT / 'tokenmixup' / 'settings.py'
+    # the declaration, and the recipes, whose values are stated (a ViT-without-CLS recipe sets the 'mean' saliency
+    # over the CLS recipe it extends)
+    exempt = (REPO_ROOT / 'tokenmixup' / 'settings.py', REPO_ROOT / 'models' / 'presets.py')
     offences = []
     for path in _source_files():
-        if path == declaration:
+        if path in exempt:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

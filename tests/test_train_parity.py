@@ -55,7 +55,7 @@ def _optimizer_steps(checkpoint: dict) -> int:
 
 @pytest.fixture(scope='module')
 def accum_run(tmp_path_factory) -> Path:
-    """`--grad-accum-steps 2 --input-size 3 32 32`: the command line of the issue, one epoch."""
+    """`--grad-accum-steps 2 --input-size 3 32 32`: a user's command line, one epoch."""
     return _train(tmp_path_factory.mktemp('accum'), *QUICK, '--grad-accum-steps', '2', '--input-size', '3', '32', '32')
 
 
@@ -201,7 +201,7 @@ def test_lr_follows_timms_rule(flags, world_size, expected, scale):
 def test_the_quickstart_keeps_its_lr_exactly():
     args = train.parse_args([])
     assert args.lr is None
-    assert train.resolve_lr(args, 1) == (0.002, 'sqrt')  # == 2e-3 exactly, as before --lr-base
+    assert train.resolve_lr(args, 1) == (0.002, 'sqrt')  # == 2e-3 exactly: the quickstart's lr
 
 
 # ---------------------------------------------------------------------------------------------

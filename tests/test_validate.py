@@ -1,6 +1,6 @@
 """validate.py: `python validate.py --checkpoint PATH` reproduces the top-1 of the train.py run.
 
-The issue's acceptance test: the checkpoint from `python train.py` gives, in `validate.py
+The round trip: the checkpoint from `python train.py` gives, in `validate.py
 --checkpoint`, the same top-1 as the last epoch's summary.csv row (eval_top1). Two real one-epoch
 train.py runs on the embedded digits (8x8, their native size) are shared by the whole module.
 """

@@ -15,7 +15,7 @@ from .output import HTMStatistics, HTMStatisticsMeter, TokenMixupOutput, flat_st
 from .saliency import attention_rollout, gradient_saliency, random_saliency
 from .scorenet import ScoreNet
 from .settings import (
-    PRESETS, SETTINGS, ModelContext, Preset, Setting, TokenMixupConfig, check_settings, resolve_settings)
+    SETTINGS, ModelContext, Preset, Setting, TokenMixupConfig, check_settings, resolve_settings)
 from .targets import as_soft_target, one_hot_target
 from .vertical import (
     VerticalAttentionOutput, VerticalTokenMixup, attention_weights, self_attention_weights, split_qkv,
@@ -28,7 +28,7 @@ __all__ = [
     'pair_gain', 'replacement_mask', 'saliency_gain', 'select_salient_tokens', 'soft_cross_entropy',
     'HorizontalTokenMixup', 'HorizontalTokenMixupResult', 'HTMStatistics', 'HTMStatisticsMeter', 'TokenMixupOutput',
     'flat_statistics', 'attention_rollout', 'gradient_saliency', 'random_saliency', 'ScoreNet',
-    'PRESETS', 'SETTINGS', 'ModelContext', 'Preset', 'Setting', 'TokenMixupConfig', 'check_settings',
+    'SETTINGS', 'ModelContext', 'Preset', 'Setting', 'TokenMixupConfig', 'check_settings',
     'resolve_settings', 'as_soft_target', 'one_hot_target',
     'VerticalAttentionOutput', 'VerticalTokenMixup', 'attention_weights', 'self_attention_weights', 'split_qkv',
     'vertical_attention',

@@ -7,8 +7,8 @@ constructors, `HorizontalTokenMixup`, `VerticalTokenMixup`, `ScoreNet` and the f
 keyword arguments of the zoo's model constructors, train.py's TokenMixup flags, the checkpoint record
 and the model card. Adding a setting means adding a field to `TokenMixupConfig` and the code that uses it.
 
-`PRESETS` names the recipes of the paper (CCT on CIFAR-100 and CIFAR-10, ViT on ImageNet) as setting
-values for a reference model; `resolve_settings` adapts a preset to the model being built and lays the
+A `Preset` is a named recipe: setting values for a reference model (the model families define theirs, e.g. the
+paper's in `models/presets.py`); `resolve_settings` adapts a preset to the model being built and lays the
 caller's explicit settings over it (declared default < preset < explicit). See docs/design.md §2.4.
 """
 import inspect
@@ -22,7 +22,6 @@ import numpy as np
 
 __all__ = [
     'Setting', 'setting', 'SETTINGS', 'SETTING_NAMES', 'SETTING_DEFAULTS', 'TokenMixupConfig', 'ModelContext', 'Preset',
-    'PRESETS',
     'check_settings', 'resolve_settings', 'settings_in_scope', 'settings_signature',
     'SALIENCY_REDUCTIONS', 'SCORENET_POOLS', 'MASK_REFERENCES', 'PAIRINGS', 'TOKEN_SELECTIONS', 'LABEL_MIXINGS',
     'MIXINGS',
@@ -230,6 +229,17 @@ class TokenMixupConfig:
         """The values of the settings that a module of `scope` ('htm' or 'vtm') takes."""
         return {declared.name: getattr(self, declared.name) for declared in settings_in_scope(scope)}
 
+    def in_effect(self) -> Dict[str, Any]:
+        """The settings that change what the model computes: the layers, and the settings of HTM and of VTM only
+        where they have layers (a tau on a model without HTM is read by nothing)."""
+        scopes = {'model'}
+        if self.htm_layers:
+            scopes.add('htm')
+        if self.vtm_layers:
+            scopes.add('vtm')
+        return {declared.name: getattr(self, declared.name) for declared in SETTINGS
+                if scopes & set(declared.scope.split('+'))}
+
 
 SETTINGS: Tuple[Setting, ...] = tuple(
     Setting(declared.name, default=declared.default, **declared.metadata) for declared in fields(TokenMixupConfig))
@@ -339,7 +349,7 @@ def settings_signature(
 class Preset:
     """A named recipe: setting values for a reference model, adapted to the model built.
 
-    name: the key in `PRESETS` (and the value of `tokenmixup_preset`).
+    name: its name (the value of a model's `tokenmixup_preset`).
     description: where the values come from.
     values: setting name -> value for the reference model (7-block CCT at 256 tokens, 12-block ViT);
         settings it leaves out keep their declared default.
@@ -382,50 +392,10 @@ class Preset:
         return values
 
 
-# The paper's recipes. The declared defaults are the CIFAR-100 CCT recipe's HTM hyper-parameters, so
-# its presets name only where the blocks go; the others state what differs.
-_CCT_CIFAR10_HTM = dict(tau=1.0, rho=0.003)
-_VIT_IMAGENET_SALIENCY = dict(saliency='cls')
-_VIT_IMAGENET_HTM = dict(
-    _VIT_IMAGENET_SALIENCY, tau=1.0, rho=0.01, scorenet_lambda=1.0, scorenet_pool='cls', scorenet_detach=True)
-_VIT_GAP_SALIENCY = dict(saliency='mean')
-_VIT_GAP = dict(_VIT_GAP_SALIENCY, scorenet_pool='avg')
-
-PRESETS: Dict[str, Preset] = {preset.name: preset for preset in (
-    Preset('cct_cifar100_htm', 'CCT-7/3x1 on CIFAR-100 (paper Table 1): HTM in front of block 2; tau 2.0 for '
-           '100 classes, scaled by ln C', dict(htm_layers=(2,)), tau_classes=100),
-    Preset('cct_cifar100_vtm', 'CCT-7/3x1 on CIFAR-100: VTM at block 2, kappa 80 per 256 tokens',
-           dict(vtm_layers=(2,), kappa=80), kappa_per_tokens=256),
-    Preset('cct_cifar100_htm_vtm', 'CCT-7/3x1 on CIFAR-100: HTM in front of block 3, VTM at block 2, kappa 3; '
-           'tau 2.0 for 100 classes, scaled by ln C', dict(htm_layers=(3,), vtm_layers=(2,)), tau_classes=100),
-    Preset('cct_cifar10_htm', 'CCT-7/3x1 on CIFAR-10: HTM in front of block 2, tau 1.0 for 10 classes (scaled by '
-           'ln C), rho 0.003', dict(_CCT_CIFAR10_HTM, htm_layers=(2,)), tau_classes=10),
-    Preset('cct_cifar10_vtm', 'CCT-7/3x1 on CIFAR-10: VTM at block 1, kappa 5 per 256 tokens',
-           dict(vtm_layers=(1,), kappa=5), kappa_per_tokens=256),
-    Preset('cct_cifar10_htm_vtm', 'CCT-7/3x1 on CIFAR-10: HTM in front of block 2, VTM at block 3, rho 0.004; '
-           'tau 1.0 for 10 classes (scaled by ln C)',
-           dict(_CCT_CIFAR10_HTM, htm_layers=(2,), vtm_layers=(3,), rho=0.004), tau_classes=10),
-    Preset('vit_imagenet_htm', 'ViT-B/16 on ImageNet (paper Table 2): HTM in front of block 3, CLS saliency, '
-           'detached CLS ScoreNet', dict(_VIT_IMAGENET_HTM, htm_layers=(3,))),
-    Preset('vit_imagenet_vtm', 'ViT-B/16 on ImageNet: VTM at block 3, kappa 3, CLS saliency',
-           dict(_VIT_IMAGENET_SALIENCY, vtm_layers=(3,))),
-    Preset('vit_imagenet_htm_vtm', 'ViT-B/16 on ImageNet: HTM in front of block 3, VTM at block 4',
-           dict(_VIT_IMAGENET_HTM, htm_layers=(3,), vtm_layers=(4,))),
-    # the ImageNet ViT recipes for ViTs without a CLS token (global-average-pooled, register tokens): the
-    # saliency is the mean over queries (Eq. 3) and the ScoreNet average-pools, as the model's own head does
-    Preset('vit_imagenet_htm_gap', 'vit_imagenet_htm for ViTs without a CLS token: mean saliency, average-pooled '
-           'ScoreNet', dict(_VIT_IMAGENET_HTM, **_VIT_GAP, htm_layers=(3,))),
-    Preset('vit_imagenet_vtm_gap', 'vit_imagenet_vtm for ViTs without a CLS token: mean saliency',
-           dict(_VIT_GAP_SALIENCY, vtm_layers=(3,))),
-    Preset('vit_imagenet_htm_vtm_gap', 'vit_imagenet_htm_vtm for ViTs without a CLS token: mean saliency, '
-           'average-pooled ScoreNet', dict(_VIT_IMAGENET_HTM, **_VIT_GAP, htm_layers=(3,), vtm_layers=(4,))),
-)}
-
-
 def resolve_settings(
         values: Mapping[str, Any],
         context: ModelContext,
-        preset: Optional[str] = None,
+        preset: Optional[Preset] = None,
         owner: str = 'TokenMixup',
 ) -> 'TokenMixupConfig':
     """The settings of one model: declared defaults, then the preset adapted to it, then `values`.
@@ -433,14 +403,12 @@ def resolve_settings(
     Args:
         values: the settings given explicitly (any subset of `SETTINGS`).
         context: the model they are for.
-        preset: a key of `PRESETS`, or None.
+        preset: a recipe, or None.
         owner: who receives them, for error messages.
 
     Returns:
         A `TokenMixupConfig`, every value checked against `context`.
     """
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f'tokenmixup_preset must be one of {tuple(PRESETS)} or None, got {preset!r}')
-    merged = dict(PRESETS[preset].adapted(context)) if preset is not None else {}
+    merged = dict(preset.adapted(context)) if preset is not None else {}
     merged.update(values)
     return TokenMixupConfig(**check_settings(merged, context, owner=owner))
