@@ -436,6 +436,9 @@ def shipped_weights_file(name: str) -> str:
 
 
 _DIGITS = dict(num_classes=10)  # the embedded digits set, with the eval preprocessing the quickstart trains with
+# Fashion-MNIST as configs/fashion_mnist_cct_2_3x2.yaml trains it: greyscale read as RGB, normalised by the training
+# set's pixel mean and std (those of tokenmixup_tools.idx_datasets), 32x32 bicubic, no crop
+_FASHION_MNIST = dict(num_classes=10, mean=(0.2860,) * 3, std=(0.3530,) * 3)
 
 class CCTBase(NamedTuple):
     """A CCT architecture registered plain and with `_htm`, `_vtm` and `_htm_vtm` variants.
@@ -470,6 +473,8 @@ def _cct_args(embed_dim: int, depth: int, kernel_size: int, num_conv_layers: int
 CCT_BASES: Tuple[CCTBase, ...] = (
     CCTBase('cct_2_3x2', 'CCT-2/3x2, 32x32', _cct_args(128, 2, 3, 2), _cfg, {
         'digits': ('the shipped cct_2_3x2.digits', dict(_DIGITS, file=shipped_weights_file('cct_2_3x2.digits'))),
+        'fashion_mnist': ('the shipped cct_2_3x2.fashion_mnist',
+                          dict(_FASHION_MNIST, file=shipped_weights_file('cct_2_3x2.fashion_mnist'))),
     }),
     CCTBase('cct_4_3x2', 'CCT-4/3x2, 32x32', _cct_args(128, 4, 3, 2), _cfg, {}),
     CCTBase('cct_6_3x1', 'CCT-6/3x1, 32x32', _cct_args(256, 6, 3, 1), _cfg, {}),
@@ -495,6 +500,7 @@ CCT_BASES: Tuple[CCTBase, ...] = (
 # record beside it (the train.py command, commit, seed and measured top-1), written by `python -m hub.ship`.
 SHIPPED_CFGS: Dict[str, Dict[str, Dict[str, Any]]] = {
     'cct_2_3x2_htm_vtm': {'digits': dict(_DIGITS, file=shipped_weights_file('cct_2_3x2_htm_vtm.digits'))},
+    'cct_2_3x2_vtm': {'fashion_mnist': dict(_FASHION_MNIST, file=shipped_weights_file('cct_2_3x2_vtm.fashion_mnist'))},
 }
 
 

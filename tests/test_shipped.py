@@ -1,8 +1,10 @@
-"""The weights shipped inside the package: `cct_2_3x2_htm_vtm.digits` and `cct_2_3x2.digits`.
+"""The weights shipped inside the package: `cct_2_3x2_htm_vtm.digits` and `cct_2_3x2.digits` (the default tags),
+`cct_2_3x2_vtm.fashion_mnist` and `cct_2_3x2.fashion_mnist`.
 
-Each is registered as its name's default tag, loads offline through timm's own `file` source from the installed
-package, matches the record beside it, and reproduces the recorded top-1 exactly with validate.py on the embedded
-validation split. The wheel carries the files.
+Each loads offline through timm's own `file` source from the installed package, matches the record beside it, and
+reproduces the recorded top-1 exactly with validate.py: the digits tags on the embedded validation split, the
+Fashion-MNIST tags on its 10,000 test images where the dataset is installed (Debian's dataset-fashion-mnist, or
+FASHION_MNIST_DIR). The wheel carries the files.
 """
 import hashlib
 import json
@@ -22,7 +24,12 @@ import validate
 from models.cct import SHIPPED_CFGS, SHIPPED_WEIGHTS_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ('cct_2_3x2_htm_vtm.digits', 'cct_2_3x2.digits')
+DIGITS = ('cct_2_3x2_htm_vtm.digits', 'cct_2_3x2.digits')
+FASHION_MNIST = ('cct_2_3x2_vtm.fashion_mnist', 'cct_2_3x2.fashion_mnist')
+SHIPPED = DIGITS + FASHION_MNIST
+# the dataset and split each tag's record was measured on
+RECORDED_ON = {'digits': ('embedded/digits', 'validation'), 'fashion_mnist': ('torch/fashion_mnist', 'test')}
+FASHION_MNIST_DIR = Path(os.environ.get('FASHION_MNIST_DIR', '/usr/share/datasets/fashion-mnist'))
 
 
 def shipped_record(name: str) -> dict:
@@ -40,11 +47,11 @@ def test_shipped_file_is_package_data_and_matches_its_record(name):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == record['sha256']
     assert 'python train.py' in record['command'] and record['seed'] == record['train_args']['seed']
     assert record['commit'] and len(record['commit']) == 40
-    assert record['dataset'] == 'embedded/digits' and record['split'] == 'validation'
+    assert (record['dataset'], record['split']) == RECORDED_ON[name.split('.')[1]]
     assert 0 < record['top1'] <= 100
 
 
-@pytest.mark.parametrize('name', SHIPPED)
+@pytest.mark.parametrize('name', DIGITS)
 def test_digits_is_the_default_tag(name):
     architecture = name.split('.')[0]
     assert timm.models.get_pretrained_cfg(architecture).tag == 'digits'
@@ -54,11 +61,26 @@ def test_digits_is_the_default_tag(name):
 
 def test_the_trained_tag_is_not_described_as_base_weights_but_the_others_are():
     assert not timm.models.get_pretrained_cfg('cct_2_3x2_htm_vtm.digits').description
-    assert list(SHIPPED_CFGS) == ['cct_2_3x2_htm_vtm']
-    for name in ('cct_2_3x2_htm.digits', 'cct_2_3x2_vtm.digits'):  # base weights, fresh ScoreNet
+    assert not timm.models.get_pretrained_cfg('cct_2_3x2_vtm.fashion_mnist').description
+    assert SHIPPED_CFGS.keys() == {'cct_2_3x2_htm_vtm', 'cct_2_3x2_vtm'}
+    inherited = [('cct_2_3x2_htm.digits', 'digits'), ('cct_2_3x2_vtm.digits', 'digits'),
+                 ('cct_2_3x2_htm.fashion_mnist', 'fashion_mnist'), ('cct_2_3x2_htm_vtm.fashion_mnist', 'fashion_mnist')]
+    for name, tag in inherited:  # base weights, fresh ScoreNet
         description = timm.models.get_pretrained_cfg(name).description
-        assert 'not trained with TokenMixup' in description and 'cct_2_3x2.digits' in description
-        assert Path(timm.models.get_pretrained_cfg(name).file).name == 'cct_2_3x2.digits.safetensors'
+        assert 'not trained with TokenMixup' in description and f'cct_2_3x2.{tag}' in description
+        assert Path(timm.models.get_pretrained_cfg(name).file).name == f'cct_2_3x2.{tag}.safetensors'
+
+
+@pytest.mark.parametrize('name', FASHION_MNIST)
+def test_fashion_mnist_tags_carry_the_recipes_preprocessing(name):
+    """The tag's cfg is the eval transform of configs/fashion_mnist_cct_2_3x2.yaml: the dataset's mean and std on
+    three channels, 32x32 bicubic without a crop, and it builds the model the run trained."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    assert (cfg.num_classes, cfg.input_size, cfg.crop_pct, cfg.interpolation) == (10, (3, 32, 32), 1.0, 'bicubic')
+    assert cfg.mean == (0.2860,) * 3 and cfg.std == (0.3530,) * 3
+    train_args = shipped_record(name)['train_args']
+    assert list(train_args['mean']) == [cfg.mean[0]] and list(train_args['std']) == [cfg.std[0]]
+    assert train_args['model'] == name.split('.')[0] and train_args['input_img_mode'] == 'RGB'
 
 
 def test_the_htm_vtm_tag_holds_its_own_trained_scorenet():
@@ -68,10 +90,23 @@ def test_the_htm_vtm_tag_holds_its_own_trained_scorenet():
     assert not torch.equal(trained['head.weight'], base['head.weight'])
 
 
-@pytest.mark.parametrize('name', SHIPPED)
+@pytest.mark.parametrize('name', DIGITS)
 def test_validate_reproduces_the_recorded_top1(name):
     record = shipped_record(name)
     row, = validate.main(['--model', name, '--pretrained'])
+    assert row['top1'] == round(record['top1'], 4)
+    assert row['top5'] == round(record['top5'], 4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
+                    reason=f'Fashion-MNIST is not installed in {FASHION_MNIST_DIR} (apt-get install '
+                           'dataset-fashion-mnist, or set FASHION_MNIST_DIR)')
+@pytest.mark.parametrize('name', FASHION_MNIST)
+def test_validate_reproduces_the_recorded_fashion_mnist_test_top1(name):
+    record = shipped_record(name)
+    row, = validate.main(['--model', name, '--pretrained', '--dataset', 'torch/fashion_mnist',
+                          '--data-dir', str(FASHION_MNIST_DIR)])  # the default split is the test set
     assert row['top1'] == round(record['top1'], 4)
     assert row['top5'] == round(record['top5'], 4)
 
