@@ -234,11 +234,12 @@ def test_train_from_a_local_dir_records_the_real_architecture(exported, tmp_path
 def test_a_published_tag_loads_through_hf_hub_id(exported, source_model, hub_cache):
     """The registered names gain published checkpoints as timm's own do: a tag whose cfg has hf_hub_id
     (models/cct.py PUBLISHED_CFGS, empty until something is published) loads model.safetensors from the Hub.
-    It comes after the weights the name already has (here the shipped `.digits`), which stay the default."""
+    It comes after the weights the name already has (here the shipped `.digits` and the `.fashion_mnist` of its
+    base), and `.digits` stays the default."""
     _populate_hub_cache(hub_cache, REPO_ID, {'model.safetensors': exported / 'model.safetensors'})
     published = {'cct_2_3x2_htm_vtm': {'hub': dict(hf_hub_id=REPO_ID, num_classes=10, input_size=(3, 16, 16))}}
     default_cfg = generate_default_cfgs(cct._variant_cfgs(published))['cct_2_3x2_htm_vtm']
-    assert list(default_cfg.tags) == ['digits', 'hub']
+    assert list(default_cfg.tags) == ['digits', 'fashion_mnist', 'hub']
     assert cct.PUBLISHED_CFGS == {}  # nothing is published: the README says so
     model = timm.create_model('cct_2_3x2_htm_vtm', pretrained=True,
                               pretrained_cfg=asdict(default_cfg.cfgs['hub'])).eval()
