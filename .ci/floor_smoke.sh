@@ -39,5 +39,6 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 "$floor_python" train.py --epochs 1 --output "$work/out" --experiment floor
 "$floor_python" train.py --resume "$work/out/train/floor/last.pth.tar" --epochs 2 --output "$work/out" --experiment floor
 "$floor_python" validate.py --checkpoint "$work/out/train/floor/last.pth.tar"
-"$floor_python" -m pytest -q -p no:cacheprovider tests/test_hub.py tests/test_shipped.py
+# (transformers is no dependency, and the one tested needs a newer huggingface_hub than the floor)
+"$floor_python" -m pytest -q -p no:cacheprovider tests/test_hub.py tests/test_shipped.py -k 'not transformers'
 echo "floor smoke: passed"
