@@ -1,6 +1,7 @@
-"""ONNX export of the eval model (docs/other-tools.md): torch.onnx's legacy exporter (the default of timm's
-onnx_export.py) for every registered variant, and the dynamo exporter for each kind of variant of each model
-structure; every exported graph, run by onnxruntime at another batch size than the export's, gives torch's logits."""
+"""ONNX export of the eval model (docs/other-tools.md): every registered variant through torch.onnx's legacy exporter
+(the default of timm's onnx_export.py) and through the dynamo exporter; every exported graph, run by onnxruntime at
+another batch size than the export's, gives torch's logits. The dynamo export takes seconds per model, so only one
+variant of each kind of each model structure runs in CI; the others are marked slow."""
 import io
 
 import numpy as np
@@ -15,8 +16,8 @@ onnxruntime = pytest.importorskip('onnxruntime')  # in the test extra, with onnx
 VARIANTS = sorted(name for name in timm.list_models() if name.endswith(('_htm', '_vtm')))
 # any timm ViT as a TokenMixup model
 ANY_VIT = ('tokenmixup_vit', dict(base_model='deit_tiny_patch16_224', htm_layers=(2,), vtm_layers=(3,)))
-# one of each structure: CCT at 32 and at 224, ViT with a class token, with registers and average pooling, without
-# a class position embedding (DeiT III), each with HTM, VTM and both where the structure differs
+# the dynamo cases of CI: one of each structure (CCT at 32 and at 224, ViT with a class token, with registers and
+# average pooling, without a class position embedding as in DeiT III), with HTM, VTM and both where they differ
 DYNAMO_CASES = ['cct_2_3x2_htm', 'cct_2_3x2_vtm', 'cct_2_3x2_htm_vtm', 'cct_14_7x2_224_htm_vtm',
                 'vit_tiny_patch16_224_htm', 'vit_tiny_patch16_224_vtm', 'vit_tiny_patch16_224_htm_vtm',
                 'vit_medium_patch16_reg4_gap_256_htm_vtm', 'deit3_small_patch16_224_htm_vtm']
@@ -54,7 +55,8 @@ def test_the_legacy_exporter_gives_torchs_logits(name, kwargs, one_torch_thread)
     _check_runtime_logits(buffer.getvalue(), model)
 
 
-@pytest.mark.parametrize('name, kwargs', [(name, {}) for name in DYNAMO_CASES] + [ANY_VIT])
+@pytest.mark.parametrize('name, kwargs', [
+    pytest.param(name, {}, marks=() if name in DYNAMO_CASES else pytest.mark.slow) for name in VARIANTS] + [ANY_VIT])
 def test_the_dynamo_exporter_gives_torchs_logits(name, kwargs, one_torch_thread):
     pytest.importorskip('onnxscript')  # in the test extra: the dynamo exporter is written with it
     model = _small(name, **kwargs)
