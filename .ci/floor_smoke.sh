@@ -19,8 +19,12 @@ for line in config['options']['install_requires'].split():
         raise SystemExit(f'setup.cfg install_requires: {line!r} is not of the form name>=floor')
     print(f'{match[1]}=={match[2]}')
 PY
-python -m venv --system-site-packages "$work/venv"
+python -m venv "$work/venv"
 floor_python="$work/venv/bin/python"
+# the calling environment's packages come after the floor environment's own (torch, torchvision and the test tools
+# are found there; what the floors install shadows them), whether the caller is a venv or the system Python
+python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"]); print(sysconfig.get_paths()["platlib"])' \
+    > "$("$floor_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/calling_environment.pth"
 "$floor_python" -m pip install --quiet --disable-pip-version-check -c "$work/floors.txt" -r "$work/floors.txt"
 "$floor_python" -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
 "$floor_python" - "$work/floors.txt" <<'PY'
