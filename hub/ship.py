@@ -81,16 +81,13 @@ def check_registered_model(name: str, trained: torch.nn.Module) -> None:
     """`timm.create_model(name)` must build the trained model: a tag cannot carry model arguments."""
     registered = timm.create_model(name, pretrained=False)
     # the TokenMixup settings that the model reads: a tau passed to a model without HTM changes nothing
-    differences = {
-        what: (mine, theirs) for what, mine, theirs in (
+    for what, mine, theirs in (
             ('num_classes', registered.num_classes, trained.num_classes),
             ('img_size', getattr(registered, 'img_size', None), getattr(trained, 'img_size', None)),
-            ('TokenMixup settings', registered.tokenmixup_cfg.in_effect(), trained.tokenmixup_cfg.in_effect()))
-        if mine != theirs}
-    if differences:
-        what, (mine, theirs) = next(iter(differences.items()))
-        raise UsageError(f'--name {name}: the registered model has {what} {mine}, the run trained {theirs}; '
-                         'register the tag with the run\'s settings, or train with the registered ones')
+            ('TokenMixup settings', registered.tokenmixup_cfg.in_effect(), trained.tokenmixup_cfg.in_effect())):
+        if mine != theirs:
+            raise UsageError(f'--name {name}: the registered model has {what} {mine}, the run trained {theirs}; '
+                             'register the tag with the run\'s settings, or train with the registered ones')
     shapes = {key: tuple(value.shape) for key, value in registered.state_dict().items()}
     if shapes != {key: tuple(value.shape) for key, value in trained.state_dict().items()}:
         raise UsageError(f'--name {name}: the registered model\'s parameters differ from the run\'s')

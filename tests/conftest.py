@@ -22,6 +22,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def variant_base_name(name: str) -> str:
+    """The registered base of a variant name: `cct_2_3x2_htm_vtm` -> `cct_2_3x2`."""
+    return re.sub(r'(_htm)?(_vtm)?$', '', name)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     """Every test starts from the same random state."""

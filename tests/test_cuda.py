@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import models  # noqa: F401  (registers the zoo)
 import train
+from conftest import variant_base_name
 from tokenmixup_tools.runtime import create_autocast, create_loss_scaler
 
 pytestmark = pytest.mark.cuda
@@ -171,18 +172,11 @@ def test_a_training_forward_copies_to_the_host_once_per_htm_layer(htm_layers):
     assert all(stats.mixed_samples.item() > 0 for stats in results[0].stats.values())
 
 
-def _base_name(name: str) -> str:
-    for suffix in ('_htm_vtm', '_htm', '_vtm'):
-        if name.endswith(suffix):
-            return name[:-len(suffix)]
-    return name
-
-
 @pytest.mark.parametrize('name', PARITY_NAMES)
 def test_eval_logits_on_cuda_equal_the_base_models(name, exact_kernels):
     """Eval mode on CUDA: a variant holding its base's weights gives the base's logits bit for bit."""
     variant = timm.create_model(name).eval().to(DEVICE)
-    base = timm.create_model(_base_name(name), num_classes=variant.num_classes).eval().to(DEVICE)
+    base = timm.create_model(variant_base_name(name), num_classes=variant.num_classes).eval().to(DEVICE)
     variant.load_state_dict(base.state_dict(), strict=False)
     images = _images(4, variant.pretrained_cfg['input_size'][-1]).to(DEVICE)
     with torch.no_grad():

@@ -56,13 +56,14 @@ _OUR_MODULES = {'tokenmixup', 'models', 'tokenmixup_tools', 'hub'}
 _OPTIONAL = {'matplotlib': 'viz', 'wandb': None}
 
 
-def _requirements() -> Dict[str, Tuple[str, str]]:
-    """setup.cfg's install_requires and extras: distribution name (normalised) -> (operator, version)."""
+def _requirements(extras: bool = True) -> Dict[str, Tuple[str, str]]:
+    """setup.cfg's install_requires (and extras): distribution name (normalised) -> (operator, version)."""
     config = configparser.ConfigParser()
     config.read(REPO_ROOT / 'setup.cfg')
     lines = config['options']['install_requires'].split()
-    for extra in config['options.extras_require'].values():
-        lines += extra.split()
+    if extras:
+        for extra in config['options.extras_require'].values():
+            lines += extra.split()
     parsed = {}
     for line in lines:
         match = re.fullmatch(r'([A-Za-z0-9_.-]+)(>=|==)([0-9][0-9A-Za-z.]*)', line)
@@ -92,9 +93,7 @@ def _imported_top_level_modules() -> Set[str]:
 
 def test_every_third_party_import_is_a_declared_requirement():
     """What the code imports is what setup.cfg installs (numpy, pyyaml and pillow included)."""
-    install_requires = configparser.ConfigParser()
-    install_requires.read(REPO_ROOT / 'setup.cfg')
-    required = {_normalise(line.split('>=')[0]) for line in install_requires['options']['install_requires'].split()}
+    required, optional = set(_requirements(extras=False)), set(_requirements())
     distributions = packages_distributions()
     modules = _imported_top_level_modules()
     assert {'torch', 'timm', 'numpy', 'yaml', 'PIL', 'scipy', 'safetensors', 'huggingface_hub'} <= modules
@@ -102,7 +101,7 @@ def test_every_third_party_import_is_a_declared_requirement():
         names = {_normalise(name) for name in distributions.get(module, [module])}
         if module in _OPTIONAL:
             extra = _OPTIONAL[module]
-            assert extra is None or names & set(_requirements()), f'{module} is imported but the {extra} extra lacks it'
+            assert extra is None or names & optional, f'{module} is imported but the {extra} extra lacks it'
         else:
             assert names & required, f'{module} is imported but not in setup.cfg install_requires'
 

@@ -136,3 +136,15 @@ def test_the_wheel_carries_the_shipped_weights(tmp_path):
     for name in SHIPPED:
         assert f'models/weights/{name}.safetensors' in names and f'models/weights/{name}.json' in names
     assert 'tokenmixup_tools/data/uci_digits.npz' in names
+
+
+def test_shipping_compares_the_settings_the_model_reads():
+    """hub.ship refuses a run whose model differs from the registered one in a setting it reads (kappa of a VTM
+    model), and accepts one whose only difference is read by nothing (tau of a model without HTM)."""
+    from hub.ship import check_registered_model
+    from tokenmixup_tools.cli import UsageError
+    check_registered_model('cct_2_3x2_vtm', timm.create_model('cct_2_3x2_vtm', tau=0.6))
+    with pytest.raises(UsageError, match='TokenMixup settings'):
+        check_registered_model('cct_2_3x2_vtm', timm.create_model('cct_2_3x2_vtm', kappa=5))
+    with pytest.raises(UsageError, match='TokenMixup settings'):
+        check_registered_model('cct_2_3x2_htm', timm.create_model('cct_2_3x2_htm', tau=0.6))

@@ -14,6 +14,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from conftest import variant_base_name
 from models.cct import checkpoint_filter_fn as cct_checkpoint_filter_fn
 from tokenmixup import HTMStatistics, TokenMixupOutput
 from tokenmixup.settings import SETTING_NAMES
@@ -36,10 +37,6 @@ SLOW_NAMES = ('vit_small_*', 'vit_base_*', 'cct_14_*')
 def _marked(name: str):
     slow = any(fnmatch.fnmatch(name, pattern) for pattern in SLOW_NAMES)
     return pytest.param(name, marks=pytest.mark.slow) if slow else name
-
-
-def _base_name(name: str) -> str:
-    return re.sub(r'(_htm)?(_vtm)?$', '', name)
 
 
 def _num_params(model: torch.nn.Module) -> int:
@@ -433,7 +430,7 @@ def _model_for_names(name: str) -> torch.nn.Module:
 
 
 def _base_for_names(name: str) -> torch.nn.Module:
-    return _model_for_names(_base_name(name))
+    return _model_for_names(variant_base_name(name))
 
 
 NAME_CHECK_MODELS = [n for n in ALL_NAMES if n.startswith(('cct_2_3x2', 'cct_7_3x1', 'vit_'))]
@@ -469,7 +466,7 @@ def _default_htm_block(name: str) -> int:
     """docs/design.md §5.3: CCT _htm block 2, _htm_vtm block 3, clamped to depth - 1; ViT block 3."""
     if name.startswith('vit_'):
         return 3
-    depth = CCT_DEPTHS[_base_name(name)]
+    depth = CCT_DEPTHS[variant_base_name(name)]
     return min(2 if name.endswith('_htm') else 3, depth - 1)
 
 
@@ -517,7 +514,7 @@ def test_variant_loads_base_weights_and_gives_identical_eval_logits(name):
     """Loading the base model's weights leaves only ScoreNet keys missing, and the eval logits are
     bit-identical: TokenMixup is inactive in eval mode and adds nothing to the forward."""
     variant = timm.create_model(name).eval()
-    state_dict, x, base_logits = _base_reference(_base_name(name), variant.num_classes)
+    state_dict, x, base_logits = _base_reference(variant_base_name(name), variant.num_classes)
     result = variant.load_state_dict(state_dict, strict=False)
     assert result.unexpected_keys == []
     assert all('scorenet' in key for key in result.missing_keys), result.missing_keys

@@ -232,13 +232,13 @@ class TokenMixupConfig:
     def in_effect(self) -> Dict[str, Any]:
         """The settings that change what the model computes: the layers, and the settings of HTM and of VTM only
         where they have layers (a tau on a model without HTM is read by nothing)."""
-        scopes = {'model'}
+        scopes = ['model']
         if self.htm_layers:
-            scopes.add('htm')
+            scopes.append('htm')
         if self.vtm_layers:
-            scopes.add('vtm')
-        return {declared.name: getattr(self, declared.name) for declared in SETTINGS
-                if scopes & set(declared.scope.split('+'))}
+            scopes.append('vtm')
+        read = {declared.name for scope in scopes for declared in settings_in_scope(scope)}
+        return {name: getattr(self, name) for name in SETTING_NAMES if name in read}
 
 
 SETTINGS: Tuple[Setting, ...] = tuple(
