@@ -18,14 +18,17 @@ those: use it for every choice. `--eval test` trains on the regime's images and 
 images: the final numbers. Reported per arm: mean ± sample std of the final top-1 over seeds, and the difference
 to the base paired by seed with its 95% t-interval; plus what HTM did in the last epoch.
 
-Each run is `--output`/<regime>-<eval>/<arm>-s<seed>. A finished run is read back; a run killed part way resumes
-from its `last.pth.tar` (train.py --resume restores the exact state); so the study can be stopped and restarted
-at will and completed in parts (`--arms`, `--seeds`). `--jobs` runs go at once with `--threads` torch threads each.
-Asserts nothing: it measures. From the repository root:
+Each run is `--output`/<regime>-<eval>/<arm>-s<seed>. A run killed part way resumes from its `last.pth.tar`
+(train.py --resume restores the exact state). A finished run leaves a record in `--ledger` (committed with the
+repository, `benchmarks/results/fashion_mnist/<regime>-<eval>/<arm>-s<seed>.json`: its train.py arguments without
+paths, its summary.csv rows, the commit and the machine), and a run whose record is there is read back and never
+trained again, on any machine: run folders do not outlive a machine, the ledger does. So the study can be stopped
+and restarted at will and completed in parts (`--arms`, `--seeds`), across sessions. `--jobs` runs go at once with
+`--threads` torch threads each. Asserts nothing: it measures. From the repository root:
 
     python benchmarks/fashion_mnist.py --data-dir /usr/share/datasets/fashion-mnist --regime subset --eval test
         [--arms ...] [--seeds 42 43 44] [--jobs 2 --threads 1] [--output ./output/fashion_mnist] [--json]
-        [--report-only] [-- <more train.py flags for every run>]
+        [--ledger DIR] [--report-only] [-- <more train.py flags for every run>]
 """
 import argparse
 import json
@@ -43,6 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from scipy import stats
 
 from _study import TOKENMIXUP_ARMS, add_study_args, check_study_args, finished, read_summary, split_train_args
+from tokenmixup_tools.files import atomic_open
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'fashion_mnist_cct_2_3x2.yaml'
@@ -60,6 +64,7 @@ SPLITS = {
     ('subset', 'test'): ('train[:6000]', 'test'),
 }
 RECORD = 'study_command.json'  # the command of a finished run, written by this script
+DEFAULT_LEDGER = REPO_ROOT / 'benchmarks' / 'results' / 'fashion_mnist'
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
@@ -70,6 +75,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     parser.add_argument('--eval', choices=('holdout', 'test'), required=True,
                         help='holdout: validate on train[54000:] (for choices); test: the test set (final runs)')
     parser.add_argument('--config', default=str(DEFAULT_CONFIG), help='train.py -c config of every run')
+    parser.add_argument('--ledger', default=str(DEFAULT_LEDGER),
+                        help='folder of the finished runs\' records (default: the committed benchmarks/results/...)')
     parser.add_argument('--report-only', action='store_true', help='train nothing: report the finished runs')
     add_study_args(parser, ARMS, './output/fashion_mnist')
     args = parser.parse_args(own)
@@ -89,26 +96,73 @@ def run_command(arm: str, seed: int, args: argparse.Namespace, train_args: Seque
             '--output', str(study_folder(args)), '--experiment', f'{arm}-s{seed}', '--no-progress', *train_args]
 
 
+def ledger_key(arm: str, seed: int, args: argparse.Namespace, train_args: Sequence[str]) -> List[str]:
+    """What identifies a run on any machine: its train.py arguments without the paths (interpreter, script, data,
+    output), the config named relative to the repository."""
+    train_split, eval_split = SPLITS[(args.regime, args.eval)]
+    return ['-c', os.path.relpath(args.config, REPO_ROOT), *ARMS[arm], '--seed', str(seed),
+            '--train-split', train_split, '--val-split', eval_split, *train_args]
+
+
+def ledger_path(arm: str, seed: int, args: argparse.Namespace) -> Path:
+    return Path(args.ledger) / f'{args.regime}-{args.eval}' / f'{arm}-s{seed}.json'
+
+
+def read_ledger(path: Path, key: Sequence[str]) -> Optional[List[Dict[str, float]]]:
+    """The summary rows of the run recorded at `path` if its record is of exactly `key` (else None)."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record['rows'] if record['key'] == list(key) else None
+
+
+def commit_of(folder: Path) -> str:
+    """The commit of the checkout that trains (with '-dirty' when it has uncommitted changes), or 'unknown'."""
+    def git(*command: str) -> str:
+        return subprocess.run(['git', *command], cwd=folder, capture_output=True, text=True).stdout.strip()
+    head = git('rev-parse', 'HEAD')
+    if not head:
+        return 'unknown'
+    return head + ('-dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
+
+
+def write_ledger(path: Path, key: Sequence[str], rows: List[Dict[str, float]], threads: int, commit: str) -> None:
+    """Record a finished run (`commit`: the code it was trained with), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {'key': list(key), 'rows': rows, 'commit': commit, 'threads': threads,
+              'machine': {'platform': platform.platform(), 'processor': platform.processor(),
+                          'cpu_count': os.cpu_count()},
+              'versions': {'python': platform.python_version(), 'torch': version('torch'), 'timm': version('timm')}}
+    with atomic_open(path) as f:
+        json.dump(record, f, indent=1)
+        f.write('\n')
+
+
 def train(arm: str, seed: int, args: argparse.Namespace, train_args: Sequence[str]) -> Optional[Dict[str, Any]]:
-    """Train one run to its end (resuming a killed one) unless it is finished; summarise it (None: not run)."""
+    """Train one run to its end (resuming a killed one) unless the ledger or its folder holds it finished; record it
+    in the ledger and summarise it (None: not run)."""
     folder = study_folder(args) / 'train' / f'{arm}-s{seed}'
     command = run_command(arm, seed, args, train_args)
-    if not finished(folder, command, RECORD):
-        if args.report_only:
-            return None
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        checkpoint = folder / 'last.pth.tar'
-        # a killed run continues from its last checkpoint; a folder without one starts over
-        extra = ['--resume', str(checkpoint)] if checkpoint.is_file() else (['--force'] if folder.exists() else [])
-        completed = subprocess.run(command + extra, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-        if completed.returncode != 0:
-            raise SystemExit(f'{arm} seed {seed} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}')
-        (folder / RECORD).write_text(json.dumps(list(command)))
-    rows = read_summary(folder)
+    key, record = ledger_key(arm, seed, args, train_args), ledger_path(arm, seed, args)
+    rows = read_ledger(record, key)
+    if rows is None:
+        if not finished(folder, command, RECORD):
+            if args.report_only:
+                return None
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+            checkpoint = folder / 'last.pth.tar'
+            # a killed run continues from its last checkpoint; a folder without one starts over
+            extra = ['--resume', str(checkpoint)] if checkpoint.is_file() else (['--force'] if folder.exists() else [])
+            completed = subprocess.run(command + extra, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+            if completed.returncode != 0:
+                raise SystemExit(f'{arm} seed {seed} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}')
+            (folder / RECORD).write_text(json.dumps(list(command)))
+        rows = read_summary(folder)
+        write_ledger(record, key, rows, args.threads, commit_of(REPO_ROOT))
     last = rows[-1]
-    htm = {key[len('train_'):]: value for key, value in last.items()
-           if key.startswith('train_htm') and key.endswith(('_mixed_samples', '_replaced_tokens'))}
-    return {'arm': arm, 'seed': seed, 'folder': str(folder), 'epochs': len(rows), 'final_top1': last['eval_top1'],
+    htm = {name[len('train_'):]: value for name, value in last.items()
+           if name.startswith('train_htm') and name.endswith(('_mixed_samples', '_replaced_tokens'))}
+    return {'arm': arm, 'seed': seed, 'record': str(record), 'epochs': len(rows), 'final_top1': last['eval_top1'],
             'best_top1': max(row['eval_top1'] for row in rows), 'last_epoch_htm': htm,
             'command': ' '.join(['python', 'train.py', *command[2:]])}
 

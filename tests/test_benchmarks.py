@@ -144,16 +144,20 @@ def test_ab_digits_trains_each_arm_and_seed_and_reads_finished_runs_back(tmp_pat
 @pytest.mark.slow
 def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
     """Two arms, two seeds, one epoch on a tiny idx folder: the paired differences are the per-seed ones; asking for
-    a longer run afterwards resumes each run from its checkpoint (its first epoch is kept) instead of restarting."""
+    a longer run afterwards resumes each run from its checkpoint (its first epoch is kept) instead of restarting; the
+    ledger's records outlive the run folders and are read back only for the same run."""
+    import shutil
     from conftest import write_idx_folder
     data = tmp_path / 'data'
     write_idx_folder(data)
+    ledger = tmp_path / 'ledger'
     common = ('--data-dir', str(data), '--regime', 'subset', '--eval', 'test', '--arms', 'base', 'htm_vtm',
-              '--seeds', '1', '2', '--jobs', '1', '--output', str(tmp_path / 'study'), '--json', '--',
-              '--batch-size', '20', '--workers', '0', '--warmup-epochs', '0')
+              '--seeds', '1', '2', '--jobs', '1', '--output', str(tmp_path / 'study'), '--ledger', str(ledger),
+              '--json')
+    train_flags = ('--', '--batch-size', '20', '--workers', '0', '--warmup-epochs', '0')
 
-    def study(*flags):
-        completed = run_script('fashion_mnist.py', *common, *flags)
+    def study(*flags, own=()):
+        completed = run_script('fashion_mnist.py', *common, *own, *train_flags, *flags)
         assert completed.returncode == 0, completed.stderr
         return json.loads(completed.stdout)
 
@@ -173,6 +177,15 @@ def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
     longer = study('--epochs', '2')
     assert all(run['epochs'] == 2 for run in longer['runs'])
     assert (folder / 'summary.csv').read_text().splitlines()[:2] == first_row  # resumed, not retrained
+
+    record = json.loads((ledger / 'subset-test' / 'base-s1.json').read_text())
+    assert record['key'][:6] == ['-c', 'configs/fashion_mnist_cct_2_3x2.yaml', '--model', 'cct_2_3x2', '--seed', '1']
+    assert str(data) not in json.dumps(record['key']) and len(record['rows']) == 2
+    shutil.rmtree(tmp_path / 'study')  # a new machine: the run folders are gone, the ledger is not
+    again = study('--epochs', '2', own=('--report-only',))
+    assert again['runs'] == longer['runs'] and again['arms'] == longer['arms']
+    assert not (tmp_path / 'study' / 'subset-test' / 'train').exists()  # nothing trained
+    assert study('--epochs', '3', own=('--report-only',))['runs'] == []  # another run's record is not read back
 
 
 def test_clean_vs_mixed_reports_a_checkpoint_on_clean_and_mixed_images(tmp_path):
