@@ -18,17 +18,23 @@ those: use it for every choice. `--eval test` trains on the regime's images and 
 images: the final numbers. Reported per arm: mean ± sample std of the final top-1 over seeds, and the difference
 to the base paired by seed with its 95% t-interval; plus what HTM did in the last epoch.
 
-Each run is `--output`/<regime>-<eval>/<arm>-s<seed>. A run killed part way resumes from its `last.pth.tar`
-(train.py --resume restores the exact state). A finished run leaves a record in `--ledger` (committed with the
-repository, `benchmarks/results/fashion_mnist/<regime>-<eval>/<arm>-s<seed>.json`: its train.py arguments without
-paths, its summary.csv rows, the commit and the machine), and a run whose record is there is read back and never
-trained again, on any machine: run folders do not outlive a machine, the ledger does. So the study can be stopped
-and restarted at will and completed in parts (`--arms`, `--seeds`), across sessions. `--jobs` runs go at once with
-`--threads` torch threads each. Asserts nothing: it measures. From the repository root:
+The budget of every run is the config's 8 epochs unless `--epochs N`; a study at another budget is a study of its
+own, `<regime>-<eval>-<N>ep` (a finished shorter run is never extended into a longer one: its LR schedule was
+another).
+
+Each run is `--output`/<study>/<arm>-s<seed>, where <study> is <regime>-<eval>[-<N>ep]. A run killed part way resumes
+from its `last.pth.tar` (train.py --resume restores the exact state). A finished run leaves a record in `--ledger`
+(committed with the repository, `benchmarks/results/fashion_mnist/<study>/<arm>-s<seed>.json`: its train.py
+arguments without paths, its summary.csv rows, the commit and the machine), and a run whose record is there is read
+back and never trained again, on any machine: run folders do not outlive a machine, the ledger does. So the study
+can be stopped and restarted at will and completed in parts (`--arms`, `--seeds`), across sessions. A record of
+another run at the same place (other flags after `--`) is never overwritten: the study stops and asks for another
+`--ledger`. `--jobs` runs go at once with `--threads` torch threads each. Asserts nothing: it measures. From the
+repository root:
 
     python benchmarks/fashion_mnist.py --data-dir /usr/share/datasets/fashion-mnist --regime subset --eval test
-        [--arms ...] [--seeds 42 43 44] [--jobs 2 --threads 1] [--output ./output/fashion_mnist] [--json]
-        [--ledger DIR] [--report-only] [-- <more train.py flags for every run>]
+        [--epochs N] [--arms ...] [--seeds 42 43 44] [--jobs 2 --threads 1] [--output ./output/fashion_mnist]
+        [--json] [--ledger DIR] [--report-only] [-- <more train.py flags for every run>]
 """
 import argparse
 import json
@@ -75,24 +81,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     parser.add_argument('--eval', choices=('holdout', 'test'), required=True,
                         help='holdout: validate on train[54000:] (for choices); test: the test set (final runs)')
     parser.add_argument('--config', default=str(DEFAULT_CONFIG), help='train.py -c config of every run')
+    parser.add_argument('--epochs', type=int, default=None, metavar='N',
+                        help='the budget of every run (default: the config\'s); another budget is another study')
     parser.add_argument('--ledger', default=str(DEFAULT_LEDGER),
                         help='folder of the finished runs\' records (default: the committed benchmarks/results/...)')
     parser.add_argument('--report-only', action='store_true', help='train nothing: report the finished runs')
     add_study_args(parser, ARMS, './output/fashion_mnist')
     args = parser.parse_args(own)
     check_study_args(parser, args)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f'--epochs must be >= 1, got {args.epochs}')
+    if '--epochs' in train_args:
+        parser.error('give the budget as the study\'s --epochs, before `--`: it names the study\'s folders')
     return args, train_args
 
 
+def study_name(args: argparse.Namespace) -> str:
+    """<regime>-<eval>, with -<N>ep for a budget other than the config's."""
+    return f'{args.regime}-{args.eval}' + ('' if args.epochs is None else f'-{args.epochs}ep')
+
+
 def study_folder(args: argparse.Namespace) -> Path:
-    return Path(args.output) / f'{args.regime}-{args.eval}'
+    return Path(args.output) / study_name(args)
+
+
+def budget_args(args: argparse.Namespace) -> List[str]:
+    return [] if args.epochs is None else ['--epochs', str(args.epochs)]
 
 
 def run_command(arm: str, seed: int, args: argparse.Namespace, train_args: Sequence[str]) -> List[str]:
     """The train.py command of one run (without --resume / --force)."""
     train_split, eval_split = SPLITS[(args.regime, args.eval)]
     return [sys.executable, str(REPO_ROOT / 'train.py'), '-c', args.config, *ARMS[arm], '--seed', str(seed),
-            '--data-dir', args.data_dir, '--train-split', train_split, '--val-split', eval_split,
+            '--data-dir', args.data_dir, '--train-split', train_split, '--val-split', eval_split, *budget_args(args),
             '--output', str(study_folder(args)), '--experiment', f'{arm}-s{seed}', '--no-progress', *train_args]
 
 
@@ -101,19 +122,19 @@ def ledger_key(arm: str, seed: int, args: argparse.Namespace, train_args: Sequen
     output), the config named relative to the repository."""
     train_split, eval_split = SPLITS[(args.regime, args.eval)]
     return ['-c', os.path.relpath(args.config, REPO_ROOT), *ARMS[arm], '--seed', str(seed),
-            '--train-split', train_split, '--val-split', eval_split, *train_args]
+            '--train-split', train_split, '--val-split', eval_split, *budget_args(args), *train_args]
 
 
 def ledger_path(arm: str, seed: int, args: argparse.Namespace) -> Path:
-    return Path(args.ledger) / f'{args.regime}-{args.eval}' / f'{arm}-s{seed}.json'
+    return Path(args.ledger) / study_name(args) / f'{arm}-s{seed}.json'
 
 
-def read_ledger(path: Path, key: Sequence[str]) -> Optional[List[Dict[str, float]]]:
-    """The summary rows of the run recorded at `path` if its record is of exactly `key` (else None)."""
+def read_ledger(path: Path, key: Sequence[str]) -> Tuple[bool, Optional[List[Dict[str, float]]]]:
+    """(whether a record is at `path`, the summary rows it holds if it is of exactly the run `key`, else None)."""
     if not path.is_file():
-        return None
+        return False, None
     record = json.loads(path.read_text())
-    return record['rows'] if record['key'] == list(key) else None
+    return True, (record['rows'] if record['key'] == list(key) else None)
 
 
 def commit_of(folder: Path) -> str:
@@ -144,8 +165,13 @@ def train(arm: str, seed: int, args: argparse.Namespace, train_args: Sequence[st
     folder = study_folder(args) / 'train' / f'{arm}-s{seed}'
     command = run_command(arm, seed, args, train_args)
     key, record = ledger_key(arm, seed, args, train_args), ledger_path(arm, seed, args)
-    rows = read_ledger(record, key)
+    recorded, rows = read_ledger(record, key)
     if rows is None:
+        if recorded:
+            if args.report_only:
+                return None
+            raise SystemExit(f'{arm} seed {seed}: the ledger record {record} is of another run (other train.py flags '
+                             'after `--`); it is never overwritten: pass --ledger with another folder for this study')
         if not finished(folder, command, RECORD):
             if args.report_only:
                 return None
@@ -216,7 +242,8 @@ def table(result: Dict[str, Any]) -> str:
         lines.append(f"| {arm} | {row['final_top1_mean']:.2f} ± {row['final_top1_std']:.2f} "
                      f"({len(row['seeds'])}) | {paired} | {mixing} |")
     config = result['config']
-    lines += ['', f"regime {config['regime']}, eval {config['eval']}, seeds {config['seeds']}, "
+    budget = 'the config\'s epochs' if config['epochs'] is None else f"{config['epochs']} epochs"
+    lines += ['', f"regime {config['regime']}, eval {config['eval']}, {budget}, seeds {config['seeds']}, "
                   f"{config['threads']} thread(s) per run; config {config['config']}; extra flags: "
                   f"{' '.join(config['train_args']) or '-'}", f"command: {config['command']}"]
     return '\n'.join(lines)
@@ -230,8 +257,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     result = {
         'arms': summarise(runs, args.arms),
         'runs': runs,
-        'config': {'regime': args.regime, 'eval': args.eval, 'config': os.path.relpath(args.config, REPO_ROOT),
-                   'arms': args.arms, 'seeds': args.seeds, 'threads': args.threads, 'jobs': args.jobs,
+        'config': {'regime': args.regime, 'eval': args.eval, 'epochs': args.epochs,
+                   'config': os.path.relpath(args.config, REPO_ROOT), 'arms': args.arms, 'seeds': args.seeds,
+                   'threads': args.threads, 'jobs': args.jobs,
                    'train_args': list(train_args), 'output': args.output,
                    'command': ' '.join([Path(sys.executable).name] + (sys.argv if argv is None else list(argv)))},
         'versions': {'python': platform.python_version(), 'platform': platform.platform(),

@@ -143,9 +143,10 @@ def test_ab_digits_trains_each_arm_and_seed_and_reads_finished_runs_back(tmp_pat
 
 @pytest.mark.slow
 def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
-    """Two arms, two seeds, one epoch on a tiny idx folder: the paired differences are the per-seed ones; asking for
-    a longer run afterwards resumes each run from its checkpoint (its first epoch is kept) instead of restarting; the
-    ledger's records outlive the run folders and are read back only for the same run."""
+    """Two arms, two seeds, one epoch on a tiny idx folder: the paired differences are the per-seed ones; a run whose
+    folder holds a checkpoint but no finished record resumes from it instead of restarting; another budget is
+    another study, in folders of its own; the ledger's records outlive the run folders, are read back only for the
+    same run, and a record of another run is never overwritten."""
     import shutil
     from conftest import write_idx_folder
     data = tmp_path / 'data'
@@ -156,36 +157,53 @@ def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
               '--json')
     train_flags = ('--', '--batch-size', '20', '--workers', '0', '--warmup-epochs', '0')
 
-    def study(*flags, own=()):
-        completed = run_script('fashion_mnist.py', *common, *own, *train_flags, *flags)
+    def run(*own, flags=train_flags):
+        return run_script('fashion_mnist.py', *common, *own, *flags)
+
+    def study(*own, flags=train_flags):
+        completed = run(*own, flags=flags)
         assert completed.returncode == 0, completed.stderr
         return json.loads(completed.stdout)
 
     first = study('--epochs', '1')
     runs = {(run['arm'], run['seed']): run for run in first['runs']}
     assert set(runs) == {('base', 1), ('base', 2), ('htm_vtm', 1), ('htm_vtm', 2)}
-    assert all(run['epochs'] == 1 and '--train-split train[:6000] --val-split test' in run['command']
+    assert all(run['epochs'] == 1 and '--train-split train[:6000] --val-split test --epochs 1' in run['command']
                for run in runs.values())
     difference = first['arms']['htm_vtm']['paired_difference']
     per_seed = [runs[('htm_vtm', seed)]['final_top1'] - runs[('base', seed)]['final_top1'] for seed in (1, 2)]
     assert difference['mean'] == pytest.approx(sum(per_seed) / 2) and difference['pairs'] == 2
     assert difference['low'] <= difference['mean'] <= difference['high']
     assert 'paired_difference' not in first['arms']['base']
-    folder = tmp_path / 'study' / 'subset-test' / 'train' / 'base-s1'
-    first_row = (folder / 'summary.csv').read_text().splitlines()[:2]
 
-    longer = study('--epochs', '2')
-    assert all(run['epochs'] == 2 for run in longer['runs'])
-    assert (folder / 'summary.csv').read_text().splitlines()[:2] == first_row  # resumed, not retrained
+    # a stopped run: its checkpoint is there, its finished record and its ledger record are not
+    folder = tmp_path / 'study' / 'subset-test-1ep' / 'train' / 'base-s1'
+    summary, stamp = (folder / 'summary.csv').read_text(), (folder / 'summary.csv').stat().st_mtime_ns
+    (folder / 'study_command.json').unlink()
+    (ledger / 'subset-test-1ep' / 'base-s1.json').unlink()
+    resumed = study('--epochs', '1')
+    assert resumed['runs'] == first['runs']
+    assert (folder / 'summary.csv').stat().st_mtime_ns == stamp  # resumed at its end, not trained again
 
-    record = json.loads((ledger / 'subset-test' / 'base-s1.json').read_text())
+    longer = study('--epochs', '2', '--arms', 'base', '--seeds', '1')
+    assert [run['epochs'] for run in longer['runs']] == [2]
+    assert (folder / 'summary.csv').read_text() == summary  # the 1-epoch run is left as it was, not extended
+    assert (tmp_path / 'study' / 'subset-test-2ep' / 'train' / 'base-s1' / 'summary.csv').is_file()
+
+    record = json.loads((ledger / 'subset-test-1ep' / 'base-s1.json').read_text())
     assert record['key'][:6] == ['-c', 'configs/fashion_mnist_cct_2_3x2.yaml', '--model', 'cct_2_3x2', '--seed', '1']
-    assert str(data) not in json.dumps(record['key']) and len(record['rows']) == 2
+    assert str(data) not in json.dumps(record['key']) and len(record['rows']) == 1
     shutil.rmtree(tmp_path / 'study')  # a new machine: the run folders are gone, the ledger is not
-    again = study('--epochs', '2', own=('--report-only',))
-    assert again['runs'] == longer['runs'] and again['arms'] == longer['arms']
-    assert not (tmp_path / 'study' / 'subset-test' / 'train').exists()  # nothing trained
-    assert study('--epochs', '3', own=('--report-only',))['runs'] == []  # another run's record is not read back
+    again = study('--epochs', '1', '--report-only')
+    assert again['runs'] == first['runs'] and again['arms'] == first['arms']
+    assert not (tmp_path / 'study' / 'subset-test-1ep' / 'train').exists()  # nothing trained
+    assert study('--epochs', '3', '--report-only')['runs'] == []  # another budget's records are not read back
+
+    other = run('--epochs', '1', flags=(*train_flags, '--smoothing', '0.2'))  # same place, another run
+    assert other.returncode != 0 and 'never overwritten' in other.stderr and '--ledger' in other.stderr
+    assert json.loads((ledger / 'subset-test-1ep' / 'base-s1.json').read_text()) == record
+    misplaced = run(flags=(*train_flags, '--epochs', '2'))
+    assert misplaced.returncode == 2 and "the study's --epochs" in misplaced.stderr
 
 
 def test_clean_vs_mixed_reports_a_checkpoint_on_clean_and_mixed_images(tmp_path):
