@@ -91,13 +91,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     check_study_args(parser, args)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f'--epochs must be >= 1, got {args.epochs}')
-    if '--epochs' in train_args:
+    if any(flag == '--epochs' or flag.startswith('--epochs=') for flag in train_args):
         parser.error('give the budget as the study\'s --epochs, before `--`: it names the study\'s folders')
     return args, train_args
 
 
 def study_name(args: argparse.Namespace) -> str:
-    """<regime>-<eval>, with -<N>ep for a budget other than the config's."""
+    """<regime>-<eval>, with -<N>ep when --epochs is given (the config's budget is the study without a suffix)."""
     return f'{args.regime}-{args.eval}' + ('' if args.epochs is None else f'-{args.epochs}ep')
 
 

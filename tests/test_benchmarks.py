@@ -202,8 +202,9 @@ def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
     other = run('--epochs', '1', flags=(*train_flags, '--smoothing', '0.2'))  # same place, another run
     assert other.returncode != 0 and 'never overwritten' in other.stderr and '--ledger' in other.stderr
     assert json.loads((ledger / 'subset-test-1ep' / 'base-s1.json').read_text()) == record
-    misplaced = run(flags=(*train_flags, '--epochs', '2'))
-    assert misplaced.returncode == 2 and "the study's --epochs" in misplaced.stderr
+    for misplaced_flags in (('--epochs', '2'), ('--epochs=2',)):
+        misplaced = run(flags=(*train_flags, *misplaced_flags))
+        assert misplaced.returncode == 2 and "the study's --epochs" in misplaced.stderr
 
 
 def test_clean_vs_mixed_reports_a_checkpoint_on_clean_and_mixed_images(tmp_path):
