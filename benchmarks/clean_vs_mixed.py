@@ -4,6 +4,8 @@ For each checkpoint (a train.py `last.pth.tar`), on `--count` images of `--split
 
 - clean, in eval mode: top-1, top-2, the mean largest and second-largest softmax probability, the mean entropy,
   and the share of predictions that go to the most predicted class (a collapse onto one class shows there);
+- for a model with VTM blocks, the same clean images with VTM on: training mode with every dropout and stochastic
+  depth off and no targets (so HTM is off), which differs from eval mode only in VTM's extra keys and values;
 - mixed, in training mode with dropout and stochastic depth off, on `--count` images of `--train-split` and their
   labels (`model(x, target)`, as train.py calls it): per HTM block the samples mixed, the tokens replaced per mixed
   sample, the mean weight the mixed targets leave on each sample's own label, the share of pairs whose partner
@@ -20,8 +22,9 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -63,9 +66,37 @@ def load_batch(dataset, transform, mode: Optional[str], count: int):
     return torch.stack(images), torch.tensor(labels)
 
 
-def clean_report(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
+@contextmanager
+def training_without_dropout(model: nn.Module) -> Iterator[nn.Module]:
+    """Training mode (VTM on; HTM on where targets are given) with every dropout probability at 0 and stochastic
+    depth off. The probabilities are zeroed rather than the Dropout modules put in eval mode: timm's fused attention
+    reads `attn_drop.p` whenever its Attention module is training. Restored on exit."""
+    dropouts = [module for module in model.modules() if isinstance(module, nn.Dropout)]
+    probabilities = [module.p for module in dropouts]
+    model.train()
+    try:
+        for module in dropouts:
+            module.p = 0.0
+        for module in model.modules():
+            if type(module).__name__ == 'DropPath':
+                module.eval()
+        yield model
+    finally:
+        for module, probability in zip(dropouts, probabilities):
+            module.p = probability
+        model.eval()
+
+
+def has_vtm(model: nn.Module) -> bool:
+    config = getattr(model, 'tokenmixup_cfg', None)
+    return bool(config is not None and config.vtm_layers)
+
+
+def clean_report(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, vtm: bool = False
+                 ) -> Dict[str, float]:
+    """Clean images in eval mode, or with `vtm` in training mode without dropout (VTM on, HTM off)."""
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), (training_without_dropout(model) if vtm else nullcontext()):
         probs = torch.cat([model(chunk).softmax(-1) for chunk in images.split(256)])
     top = probs.topk(2, dim=-1)
     predicted = top.indices[:, 0]
@@ -80,13 +111,9 @@ def clean_report(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 def mixed_report(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64
                  ) -> Dict[str, Any]:
     """Train-mode forwards over batches of `batch_size`, every dropout off (torch's default generator drives HTM)."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.Dropout) or type(module).__name__ == 'DropPath':
-            module.eval()
     blocks: Dict[int, Dict[str, List[float]]] = {}
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), training_without_dropout(model):
         for start in range(0, len(labels) - 1, batch_size):
             x, y = images[start:start + batch_size], labels[start:start + batch_size]
             if len(y) < 2:
@@ -132,6 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                                       transform, mode, args.count)
         results.append({'checkpoint': path, 'model': name, 'epoch': checkpoint.get('epoch'),
                         'clean': clean_report(model, clean_x, clean_y),
+                        'clean_vtm_on': clean_report(model, clean_x, clean_y, vtm=True) if has_vtm(model) else None,
                         'mixed_train': mixed_report(model, train_x, train_y),
                         'clean_train': clean_report(model, train_x, train_y)})
     result = {'results': results, 'config': {'split': args.split, 'train_split': args.train_split,
@@ -145,6 +173,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             print(f"  clean {args.split}: top-1 {clean['top1']:.2f}, top-2 {clean['top2']:.2f}, largest probability "
                   f"{clean['max_prob']:.3f}, second {clean['second_prob']:.3f}, entropy {clean['entropy']:.3f}, "
                   f"most predicted class {100 * clean['most_predicted_share']:.1f}% of predictions")
+            if row['clean_vtm_on'] is not None:
+                print(f"  clean {args.split} with VTM on (training mode, no dropout): top-1 "
+                      f"{row['clean_vtm_on']['top1']:.2f}, top-2 {row['clean_vtm_on']['top2']:.2f}")
             for block, stats in mixed['htm_blocks'].items():
                 print(f"  mixed {args.train_split}, HTM block {block}: {100 * stats['mixed_share']:.1f}% of samples "
                       f"mixed, {stats['replaced_tokens']:.1f} tokens replaced, own-label weight "

@@ -4,6 +4,7 @@ Each script runs as a user runs it (`python benchmarks/<script>.py ...` from the
 with --json, prints exactly one JSON object with the documented keys, positive finite times and positive memory
 ratios. Nothing here asserts anything about speed: the scripts measure, they do not judge.
 """
+import importlib.util
 import json
 import math
 import os
@@ -24,6 +25,14 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / 'benchmarks' / script), *args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def load_script(script: str) -> Any:
+    """A benchmark script imported as a module (its `main` is not run)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REPO_ROOT / 'benchmarks' / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_json(script: str, *args: str) -> Dict[str, Any]:
@@ -208,13 +217,13 @@ def test_fashion_mnist_study_pairs_seeds_and_resumes_a_stopped_run(tmp_path):
 
 
 def test_clean_vs_mixed_reports_a_checkpoint_on_clean_and_mixed_images(tmp_path):
-    """One epoch of cct_2_3x2_htm on a tiny idx folder: the clean numbers are consistent and the mixed forward
-    reports its HTM block."""
+    """One epoch of cct_2_3x2_htm_vtm on a tiny idx folder: the clean numbers are consistent, with VTM off and on,
+    and the mixed forward reports its HTM block."""
     import train
     from conftest import write_idx_folder
     data = tmp_path / 'data'
     write_idx_folder(data)
-    result = train.main(['--dataset', 'torch/fashion_mnist', '--data-dir', str(data), '--model', 'cct_2_3x2_htm',
+    result = train.main(['--dataset', 'torch/fashion_mnist', '--data-dir', str(data), '--model', 'cct_2_3x2_htm_vtm',
                          '--epochs', '1', '--batch-size', '20', '--workers', '0', '--warmup-epochs', '0',
                          '--no-progress', '--output', str(tmp_path), '--experiment', 'run', '--tau', '100',
                          '--rho', '0'])
@@ -226,6 +235,29 @@ def test_clean_vs_mixed_reports_a_checkpoint_on_clean_and_mixed_images(tmp_path)
     clean = row['clean']
     assert 0 <= clean['top1'] <= clean['top2'] <= 100
     assert 0 < clean['second_prob'] <= clean['max_prob'] <= 1 and 0 < clean['most_predicted_share'] <= 1
+    vtm_on = row['clean_vtm_on']
+    assert vtm_on is not None and 0 <= vtm_on['top1'] <= vtm_on['top2'] <= 100
     block = row['mixed_train']['htm_blocks']['1']
     assert block['mixed_share'] > 0.5  # tau 100, rho 0: every sample is easy and any saliency gain is taken
     assert 0 < block['own_label_weight'] < 1 and 0 <= block['partner_of_other_class'] <= 1
+
+
+def test_training_without_dropout_differs_from_eval_only_by_vtm():
+    """With every dropout probability at 0, a training-mode forward of the base model is its eval forward exactly
+    (timm's fused attention reads `attn_drop.p` while its Attention is training, so putting the Dropout modules in
+    eval mode is not enough); with a VTM block it differs; the probabilities and eval mode come back on exit."""
+    import timm
+    import torch
+    clean_vs_mixed = load_script('clean_vs_mixed.py')
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name, vtm in (('cct_2_3x2', False), ('cct_2_3x2_vtm', True)):
+        model = timm.create_model(name, num_classes=10).eval()
+        attn_drop = model.blocks[0].attn.attn_drop.p
+        assert attn_drop > 0 and clean_vs_mixed.has_vtm(model) == vtm
+        with torch.no_grad():
+            expected = model(x)
+            with clean_vs_mixed.training_without_dropout(model):
+                assert model.training and model.blocks[0].attn.attn_drop.p == 0
+                got = model(x)
+        assert not model.training and model.blocks[0].attn.attn_drop.p == attn_drop
+        assert torch.equal(got, expected) != vtm
